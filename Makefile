@@ -1,0 +1,41 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv build stack stack-down demo test test-unit lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+build:  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, helm, the Vault AWS plugin
+	bash devstack/build.sh
+
+stack: $(STAMP) build
+	$(PY) -m devstack up
+
+stack-down: $(STAMP)
+	$(PY) -m devstack down
+
+demo: $(STAMP) build
+	$(PY) -m devstack.demo
+
+test: $(STAMP) build lint
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean: stack-down
+	rm -rf .stack

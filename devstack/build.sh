@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds (or reuses from the cache) the binaries the local stack runs:
+# etcd, kube-apiserver, kube-controller-manager, helm and the OpenBao AWS plugin.
+# Usage: devstack/build.sh [component...]   (default: all)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=devstack/versions.env
+. "$here/versions.env"
+cache=${VSO_CACHE:-$HOME/.cache/vault-sts-operator}
+export GOFLAGS=-buildvcs=false
+mkdir -p "$cache/bin" "$cache/src"
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# k8s.io/kubernetes as a module: require it, replace each staging module with its v0.x release.
+build_kubernetes() {
+  local out="$cache/bin/kubernetes-$KUBERNETES_VERSION"
+  if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager ]]; then log "kubernetes $KUBERNETES_VERSION cached"; return; fi
+  local src="$cache/src/kubernetes-$KUBERNETES_VERSION" staging=v0.${KUBERNETES_VERSION#v1.}
+  mkdir -p "$src" "$out.tmp"
+  cd "$src"
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    echo "module vso.local/kubebuild"
+    echo
+    echo "go $(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')"
+    echo
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo
+    grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
+  } > go.mod
+  log "resolving k8s.io/kubernetes $KUBERNETES_VERSION (staging $staging)"
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBERNETES_VERSION"
+  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitTreeState=clean"
+  for cmd in kube-apiserver kube-controller-manager; do
+    log "go build $cmd (slow: several minutes)"
+    go build -trimpath -ldflags "$ld" -o "$out.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+  done
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+# etcd: a one-line main around etcdmain, as etcd's own main.go does.
+build_etcd() {
+  local out="$cache/bin/etcd-$ETCD_VERSION"
+  if [[ -x $out/etcd ]]; then log "etcd $ETCD_VERSION cached"; return; fi
+  local src="$cache/src/etcd-$ETCD_VERSION"
+  mkdir -p "$src" "$out.tmp"; cd "$src"
+  cat > main.go <<'GO'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  printf 'module vso.local/etcdbuild\n\ngo %s\n' "$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')" > go.mod
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  go mod tidy
+  log "go build etcd"
+  go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" .
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+build_helm() {
+  local out="$cache/bin/helm-$HELM_VERSION"
+  if [[ -x $out/helm ]]; then log "helm $HELM_VERSION cached"; return; fi
+  mkdir -p "$out.tmp"
+  log "go install helm $HELM_VERSION"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+components=("$@")
+[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes helm)
+for c in "${components[@]}"; do
+  ( "build_$c" )
+done
+log "done: ${components[*]}"

@@ -1,0 +1,5 @@
+import sys
+
+from vault_sts_operator.cli import main
+
+sys.exit(main())

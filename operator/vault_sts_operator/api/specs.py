@@ -1,0 +1,322 @@
+"""Typed views of the custom resources' specs, parsed from kopf bodies.
+
+The CRD schema refuses most bad input at apply time; these parsers repeat the
+checks that matter for safety (so a CR created before a schema change, or with
+validation off, still fails with a clear message instead of a crash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from vault_sts_operator.domain.durations import parse_duration
+from vault_sts_operator.domain.errors import InvalidSpecError
+from vault_sts_operator.domain.session_name import default_session_name
+
+MfaMode = Literal["session", "direct"]
+CredentialType = Literal["sessionToken", "assumedRole"]
+
+SESSION_MODE_MAX_DURATION = 3600
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    namespace: str
+    key: str
+
+
+@dataclass(frozen=True)
+class KubernetesAuth:
+    role: str
+    mount: str = "kubernetes"
+
+
+@dataclass(frozen=True)
+class AppRoleAuth:
+    role_id: str
+    secret_id_ref: SecretKeyRef
+    mount: str = "approle"
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    token_ref: SecretKeyRef
+
+
+VaultAuth = KubernetesAuth | AppRoleAuth | TokenAuth
+
+
+@dataclass(frozen=True)
+class VaultConnection:
+    address: str
+    auth: VaultAuth
+    namespace: str = ""
+    ca_bundle: str = ""
+    ca_secret_ref: SecretKeyRef | None = None
+
+
+@dataclass(frozen=True)
+class KvAccessKey:
+    mount: str
+    path: str
+    access_key_id_key: str = "access_key_id"
+    secret_access_key_key: str = "secret_access_key"
+
+
+@dataclass(frozen=True)
+class VaultAwsAccessKey:
+    role: str
+    mount: str = "aws"
+    credential_type: CredentialType = "sessionToken"
+
+
+AccessKeySource = KvAccessKey | VaultAwsAccessKey
+
+
+@dataclass(frozen=True)
+class TotpSource:
+    key: str
+    mount: str = "totp"
+    period: int = 30
+
+
+@dataclass(frozen=True)
+class IdentitySpec:
+    name: str
+    uid: str
+    vault: VaultConnection
+    access_key: AccessKeySource
+    mfa_serial: str
+    totp: TotpSource
+    session_duration: int
+    sts_region: str
+    sts_endpoint: str
+    allowed_namespaces: tuple[str, ...]
+    allowed_role_arns: tuple[str, ...]
+    allowed_namespace_labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def device_key(self) -> str:
+        """Identifies the MFA device: code use is serialised per device."""
+        return self.mfa_serial
+
+    @property
+    def session_key(self) -> str:
+        """Changes whenever anything that shapes the MFA session changes."""
+        parts = [self.name, self.mfa_serial, repr(self.access_key), self.sts_endpoint, self.sts_region,
+                 str(self.session_duration), self.vault.address, self.vault.namespace]
+        return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RestartTarget:
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    secret_name: str
+    profile: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CredentialSpec:
+    namespace: str
+    name: str
+    identity_name: str
+    role_arn: str
+    role_session_name: str
+    duration_seconds: int
+    mfa_mode: MfaMode
+    target: TargetSpec
+    external_id: str = ""
+    policy: str = ""
+    policy_arns: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    renew_before: timedelta | None = None
+    rollout_restart_targets: tuple[RestartTarget, ...] = ()
+
+    def issuance_hash(self) -> str:
+        """Hash of every field that shapes the issued credentials or the Secret's content.
+
+        Stored on the Secret: when it differs from the live spec, the Secret is reissued.
+        renewBefore and rolloutRestartTargets only change scheduling, so they are left out.
+        """
+        shaped = {
+            "identity": self.identity_name, "role": self.role_arn, "session": self.role_session_name,
+            "duration": self.duration_seconds, "mfa": self.mfa_mode, "externalId": self.external_id,
+            "policy": self.policy, "policyArns": list(self.policy_arns), "tags": list(self.tags),
+            "secret": self.target.secret_name, "profile": self.target.profile,
+            "labels": sorted(self.target.labels.items()), "annotations": sorted(self.target.annotations.items()),
+        }
+        return hashlib.sha256(json.dumps(shaped, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    value = mapping.get(key)
+    if value in (None, "", {}):
+        raise InvalidSpecError(f"{where}.{key} is required")
+    return value
+
+
+def _one_of(mapping: Mapping[str, Any], keys: tuple[str, ...], where: str) -> str:
+    present = [k for k in keys if mapping.get(k)]
+    if len(present) != 1:
+        raise InvalidSpecError(f"{where} needs exactly one of {', '.join(keys)} (found {len(present)})")
+    return present[0]
+
+
+def _secret_ref(raw: Mapping[str, Any], where: str, default_namespace: str) -> SecretKeyRef:
+    return SecretKeyRef(
+        name=str(_require(raw, "name", where)),
+        namespace=str(raw.get("namespace") or default_namespace),
+        key=str(_require(raw, "key", where)),
+    )
+
+
+def parse_vault_auth(raw: Mapping[str, Any], where: str, default_namespace: str) -> VaultAuth:
+    kind = _one_of(raw, ("kubernetes", "appRole", "tokenSecretRef"), where)
+    body = raw[kind]
+    if kind == "kubernetes":
+        return KubernetesAuth(role=str(_require(body, "role", f"{where}.kubernetes")),
+                              mount=str(body.get("mount") or "kubernetes"))
+    if kind == "appRole":
+        return AppRoleAuth(
+            role_id=str(_require(body, "roleId", f"{where}.appRole")),
+            secret_id_ref=_secret_ref(_require(body, "secretIdRef", f"{where}.appRole"),
+                                      f"{where}.appRole.secretIdRef", default_namespace),
+            mount=str(body.get("mount") or "approle"),
+        )
+    return TokenAuth(token_ref=_secret_ref(body, f"{where}.tokenSecretRef", default_namespace))
+
+
+def parse_vault_connection(
+    raw: Mapping[str, Any] | None, default: VaultConnection | None, default_namespace: str
+) -> VaultConnection:
+    """The identity's Vault connection, with the operator's defaults filling what it leaves out."""
+    raw = raw or {}
+    address = str(raw.get("address") or (default.address if default else ""))
+    if not address:
+        raise InvalidSpecError("spec.vault.address is required (the operator has no default Vault address)")
+    if raw.get("auth"):
+        auth = parse_vault_auth(raw["auth"], "spec.vault.auth", default_namespace)
+    elif default is not None:
+        auth = default.auth
+    else:
+        raise InvalidSpecError("spec.vault.auth is required (the operator has no default Vault auth)")
+    ca_ref = raw.get("caSecretRef")
+    # The default's namespace and CA belong to the default address only.
+    base = default if not raw.get("address") else None
+    return VaultConnection(
+        address=address.rstrip("/"),
+        auth=auth,
+        namespace=str(raw.get("namespace") or (base.namespace if base else "")),
+        ca_bundle=str(raw.get("caBundle") or (base.ca_bundle if base else "")),
+        ca_secret_ref=_secret_ref(ca_ref, "spec.vault.caSecretRef", default_namespace) if ca_ref else None,
+    )
+
+
+def parse_identity(
+    name: str, uid: str, spec: Mapping[str, Any], *, default_vault: VaultConnection | None,
+    operator_namespace: str,
+) -> IdentitySpec:
+    vault = parse_vault_connection(spec.get("vault"), default_vault, operator_namespace)
+    access_raw = _require(spec, "accessKey", "spec")
+    kind = _one_of(access_raw, ("kv", "vaultAWS"), "spec.accessKey")
+    access_key: AccessKeySource
+    if kind == "kv":
+        kv = access_raw["kv"]
+        access_key = KvAccessKey(
+            mount=str(kv.get("mount") or "secret"),
+            path=str(_require(kv, "path", "spec.accessKey.kv")),
+            access_key_id_key=str(kv.get("accessKeyIdKey") or "access_key_id"),
+            secret_access_key_key=str(kv.get("secretAccessKeyKey") or "secret_access_key"),
+        )
+    else:
+        va = access_raw["vaultAWS"]
+        ctype = str(va.get("credentialType") or "sessionToken")
+        if ctype not in ("sessionToken", "assumedRole"):
+            raise InvalidSpecError(
+                f"spec.accessKey.vaultAWS.credentialType {ctype!r} is not sessionToken or assumedRole")
+        access_key = VaultAwsAccessKey(
+            role=str(_require(va, "role", "spec.accessKey.vaultAWS")),
+            mount=str(va.get("mount") or "aws"),
+            credential_type="sessionToken" if ctype == "sessionToken" else "assumedRole",
+        )
+    mfa = spec.get("mfa") or {}
+    needs_mfa = not (isinstance(access_key, VaultAwsAccessKey) and access_key.credential_type == "assumedRole")
+    serial = str(mfa.get("serialNumber") or "")
+    totp_raw = mfa.get("totp") or {}
+    if needs_mfa:
+        if not serial:
+            raise InvalidSpecError("spec.mfa.serialNumber is required")
+        _require(totp_raw, "key", "spec.mfa.totp")
+    totp = TotpSource(key=str(totp_raw.get("key") or ""), mount=str(totp_raw.get("mount") or "totp"),
+                      period=int(totp_raw.get("period") or 30))
+    session = spec.get("session") or {}
+    duration = int(session.get("durationSeconds") or 43200)
+    if not 900 <= duration <= 129600:
+        raise InvalidSpecError(f"spec.session.durationSeconds {duration} is outside 900..129600")
+    sts = spec.get("sts") or {}
+    selector = (spec.get("allowedNamespaceSelector") or {}).get("matchLabels") or {}
+    return IdentitySpec(
+        name=name, uid=uid, vault=vault, access_key=access_key, mfa_serial=serial, totp=totp,
+        session_duration=duration,
+        sts_region=str(sts.get("region") or "us-east-1"),
+        sts_endpoint=str(sts.get("endpoint") or ""),
+        allowed_namespaces=tuple(str(n) for n in spec.get("allowedNamespaces") or ()),
+        allowed_role_arns=tuple(str(a) for a in spec.get("allowedRoleArns") or ()),
+        allowed_namespace_labels=tuple(sorted((str(k), str(v)) for k, v in selector.items())),
+    )
+
+
+def parse_credential(namespace: str, name: str, spec: Mapping[str, Any]) -> CredentialSpec:
+    identity_ref = _require(spec, "identityRef", "spec")
+    mode = str(spec.get("mfa") or "session")
+    if mode not in ("session", "direct"):
+        raise InvalidSpecError(f"spec.mfa {mode!r} is not session or direct")
+    duration = int(spec.get("durationSeconds") or 3600)
+    limit = SESSION_MODE_MAX_DURATION if mode == "session" else 43200
+    if not 900 <= duration <= limit:
+        raise InvalidSpecError(
+            f"spec.durationSeconds {duration} is outside 900..{limit} for mfa: {mode}"
+            + (" (AWS caps role sessions made from MFA session credentials at one hour)" if mode == "session" else "")
+        )
+    renew_raw = spec.get("renewBefore")
+    try:
+        renew_before = timedelta(seconds=parse_duration(str(renew_raw))) if renew_raw else None
+    except ValueError as exc:
+        raise InvalidSpecError(f"spec.renewBefore: {exc}") from None
+    target = spec.get("target") or {}
+    return CredentialSpec(
+        namespace=namespace, name=name,
+        identity_name=str(_require(identity_ref, "name", "spec.identityRef")),
+        role_arn=str(_require(spec, "roleArn", "spec")),
+        role_session_name=str(spec.get("roleSessionName") or default_session_name(namespace, name)),
+        duration_seconds=duration,
+        mfa_mode="direct" if mode == "direct" else "session",
+        external_id=str(spec.get("externalId") or ""),
+        policy=str(spec.get("policy") or ""),
+        policy_arns=tuple(str(a) for a in spec.get("policyArns") or ()),
+        tags=tuple(sorted((str(k), str(v)) for k, v in (spec.get("tags") or {}).items())),
+        target=TargetSpec(
+            secret_name=str(target.get("secretName") or name),
+            profile=str(target.get("profile") or "default"),
+            labels={str(k): str(v) for k, v in (target.get("labels") or {}).items()},
+            annotations={str(k): str(v) for k, v in (target.get("annotations") or {}).items()},
+        ),
+        renew_before=renew_before,
+        rollout_restart_targets=tuple(
+            RestartTarget(kind=str(t.get("kind")), name=str(t.get("name")))
+            for t in spec.get("rolloutRestartTargets") or ()
+        ),
+    )

@@ -1,0 +1,108 @@
+"""`vault-sts-operator run`: kopf with the project's settings and handlers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from vault_sts_operator import __version__
+from vault_sts_operator.api.specs import KubernetesAuth, SecretKeyRef, TokenAuth, VaultAuth, VaultConnection
+from vault_sts_operator.config import OperatorConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vault-sts-operator", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator (KUBECONFIG or in-cluster config)")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                       help="watch only this namespace (repeatable; globs allowed)")
+    run.add_argument("--vault-address", default=os.environ.get("VAULT_ADDR", ""),
+                     help="default Vault address for MFAIdentities that name none (env VAULT_ADDR)")
+    run.add_argument("--vault-namespace", default="", help="default Vault/OpenBao namespace")
+    run.add_argument("--vault-ca-file", default="", help="PEM CA bundle for the default Vault address")
+    run.add_argument("--vault-auth", choices=["kubernetes", "token"], default="kubernetes",
+                     help="default Vault auth method")
+    run.add_argument("--vault-kubernetes-role", default="vault-sts-operator",
+                     help="role for the default kubernetes auth")
+    run.add_argument("--vault-kubernetes-mount", default="kubernetes")
+    run.add_argument("--vault-token-secret", default="", metavar="NS/NAME/KEY",
+                     help="Secret key holding a Vault token, for --vault-auth=token")
+    run.add_argument("--vault-sa-token-file", default=OperatorConfig.vault_sa_token_file,
+                     help="ServiceAccount JWT presented to Vault's kubernetes auth")
+    run.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0: off)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' off)")
+    run.add_argument("--log-format", choices=["text", "json"], default="text")
+    run.add_argument("--verbose", action="store_true")
+    run.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+                     help="namespace of the per-MFA-device Leases (env POD_NAMESPACE)")
+    run.add_argument("--peering", default="", metavar="NAME",
+                     help="kopf peering name: replicas with one name keep one active (default: standalone)")
+    run.add_argument("--sts-concurrency", type=int, default=16, help="STS calls in flight at most")
+    return parser
+
+
+def _default_vault(args: argparse.Namespace) -> VaultConnection | None:
+    if not args.vault_address:
+        return None
+    auth: VaultAuth
+    if args.vault_auth == "token":
+        parts = args.vault_token_secret.split("/")
+        if len(parts) != 3:
+            raise SystemExit("--vault-auth=token needs --vault-token-secret NAMESPACE/NAME/KEY")
+        auth = TokenAuth(token_ref=SecretKeyRef(namespace=parts[0], name=parts[1], key=parts[2]))
+    else:
+        auth = KubernetesAuth(role=args.vault_kubernetes_role, mount=args.vault_kubernetes_mount)
+    ca = ""
+    if args.vault_ca_file:
+        with open(args.vault_ca_file) as handle:
+            ca = handle.read()
+    return VaultConnection(address=args.vault_address.rstrip("/"), auth=auth, namespace=args.vault_namespace,
+                           ca_bundle=ca)
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    return OperatorConfig(
+        default_vault=_default_vault(args),
+        vault_sa_token_file=args.vault_sa_token_file,
+        namespaces=tuple(args.namespace),
+        metrics_port=args.metrics_port,
+        liveness_endpoint=args.liveness,
+        log_format=args.log_format,
+        verbose=args.verbose,
+        lease_namespace=args.lease_namespace,
+        peering_name=args.peering,
+        sts_concurrency=args.sts_concurrency,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = config_from_args(args)
+
+    import kopf  # imported late: `--help` stays fast and free of kopf's logging setup
+
+    from vault_sts_operator import handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=config.verbose,
+                   log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    kopf.run(
+        memo=kopf.Memo(config=config),
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        standalone=not config.peering_name,
+        peering_name=config.peering_name or None,
+        liveness_endpoint=config.liveness_endpoint or None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

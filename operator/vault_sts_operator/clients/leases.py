@@ -1,0 +1,123 @@
+"""A StepStore kept in a `coordination.k8s.io` Lease per MFA device.
+
+The Lease is both the cross-instance lock (holderIdentity, expiring after
+`lease_seconds` if its holder dies) and the durable record of the last spent
+time step (an annotation), written before the code is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+
+from vault_sts_operator.api import constants as c
+from vault_sts_operator.domain.errors import KubernetesError
+
+LAST_STEP_ANNOTATION = f"{c.GROUP}/last-step"
+DEVICE_ANNOTATION = f"{c.GROUP}/mfa-device"
+
+
+def lease_name(device: str) -> str:
+    return "vault-sts-mfa-" + hashlib.sha256(device.encode()).hexdigest()[:16]
+
+
+def _micro_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaseStepStore:
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, namespace: str, holder: str,
+                 lease_seconds: int = 30, busy_timeout: float = 120.0) -> None:
+        self._api = kubernetes.client.CoordinationV1Api(api_client)
+        self._namespace = namespace
+        self._holder = holder
+        self._lease_seconds = lease_seconds
+        self._busy_timeout = busy_timeout
+
+    async def claim(self, device: str, step: int) -> int | None:
+        return await asyncio.to_thread(self._claim, device, step)
+
+    async def release(self, device: str) -> None:
+        await asyncio.to_thread(self._release, device)
+
+    def _read(self, name: str) -> Any:
+        try:
+            return self._api.read_namespaced_lease(name, self._namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubernetesError(f"reading Lease {self._namespace}/{name}: HTTP {exc.status}") from None
+
+    def _held_by_other(self, lease: Any) -> bool:
+        spec = lease.spec
+        if not spec or not spec.holder_identity or spec.holder_identity == self._holder:
+            return False
+        renewed = spec.renew_time or spec.acquire_time
+        if renewed is None:
+            return False
+        age = (datetime.now(UTC) - renewed).total_seconds()
+        return bool(age < (spec.lease_duration_seconds or self._lease_seconds))
+
+    def _claim(self, device: str, step: int) -> int | None:
+        name = lease_name(device)
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            lease = self._read(name)
+            now = _micro_time(datetime.now(UTC))
+            if lease is None:
+                body = {
+                    "metadata": {"name": name, "namespace": self._namespace,
+                                 "annotations": {LAST_STEP_ANNOTATION: str(step), DEVICE_ANNOTATION: device}},
+                    "spec": {"holderIdentity": self._holder, "leaseDurationSeconds": self._lease_seconds,
+                             "acquireTime": now, "renewTime": now},
+                }
+                try:
+                    self._api.create_namespaced_lease(self._namespace, body)  # type: ignore[arg-type]
+                    return None
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise KubernetesError(f"creating Lease {self._namespace}/{name}: HTTP {exc.status}") from None
+                    continue
+            if self._held_by_other(lease):
+                if time.monotonic() > deadline:
+                    raise KubernetesError(f"MFA device {device} stays locked by {lease.spec.holder_identity} "
+                                          f"(Lease {self._namespace}/{name})")
+                time.sleep(0.5)
+                continue
+            annotations = dict(lease.metadata.annotations or {})
+            last = int(annotations.get(LAST_STEP_ANNOTATION, "-1"))
+            if step <= last:
+                return last
+            annotations[LAST_STEP_ANNOTATION] = str(step)
+            annotations[DEVICE_ANNOTATION] = device
+            body = {
+                "metadata": {"name": name, "namespace": self._namespace, "annotations": annotations,
+                             "resourceVersion": lease.metadata.resource_version},
+                "spec": {"holderIdentity": self._holder, "leaseDurationSeconds": self._lease_seconds,
+                         "acquireTime": now, "renewTime": now},
+            }
+            try:
+                self._api.replace_namespaced_lease(name, self._namespace, body)  # type: ignore[arg-type]
+                return None
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise KubernetesError(f"updating Lease {self._namespace}/{name}: HTTP {exc.status}") from None
+
+    def _release(self, device: str) -> None:
+        name = lease_name(device)
+        lease = self._read(name)
+        if lease is None or not lease.spec or lease.spec.holder_identity != self._holder:
+            return
+        patch = {"metadata": {"resourceVersion": lease.metadata.resource_version},
+                 "spec": {"holderIdentity": None}}
+        try:
+            self._api.patch_namespaced_lease(name, self._namespace, patch)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise KubernetesError(f"releasing Lease {self._namespace}/{name}: HTTP {exc.status}") from None

@@ -1,0 +1,86 @@
+"""Failures the issuing flow tells apart.
+
+Each carries a condition reason and says whether retrying soon can help. Messages
+are written by this package from non-secret facts only (paths, ARNs, AWS error
+codes and messages), never from a request that held a secret.
+"""
+
+from __future__ import annotations
+
+from vault_sts_operator.api import reasons
+
+
+class IssuingError(Exception):
+    """Base class: a credential could not be issued."""
+
+    reason: str = reasons.VAULT_ERROR
+    transient: bool = True
+
+    def __init__(self, message: str, *, reason: str | None = None, transient: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        if transient is not None:
+            self.transient = transient
+
+
+class InvalidSpecError(IssuingError):
+    reason = reasons.INVALID_SPEC
+    transient = False
+
+
+class NotAllowedError(IssuingError):
+    reason = reasons.NOT_ALLOWED
+    transient = False
+
+
+class IdentityNotFoundError(IssuingError):
+    reason = reasons.IDENTITY_NOT_FOUND
+    transient = False
+
+
+class SecretConflictError(IssuingError):
+    reason = reasons.SECRET_CONFLICT
+    transient = False
+
+
+class VaultError(IssuingError):
+    """Vault failed or refused; `reason` tells a missing path or a denied policy apart."""
+
+    reason = reasons.VAULT_ERROR
+
+
+class StsError(IssuingError):
+    """STS refused or failed. `code_spent` is False when the request surely never reached STS."""
+
+    reason = reasons.STS_UNAVAILABLE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        transient: bool | None = None,
+        code_spent: bool = True,
+    ) -> None:
+        super().__init__(message, reason=reason, transient=transient)
+        self.code_spent = code_spent
+
+
+class MfaCodeRejectedError(StsError):
+    """AWS refused the one-time code (already used, stale or wrong): wait for the next period."""
+
+    reason = reasons.MFA_REJECTED
+    transient = True
+
+
+class SessionInvalidError(StsError):
+    """The cached MFA session's credentials were refused (expired or revoked)."""
+
+    reason = reasons.ACCESS_KEY_INVALID
+    transient = True
+
+
+class KubernetesError(IssuingError):
+    reason = reasons.KUBERNETES_ERROR

@@ -1,0 +1,46 @@
+"""When to rotate, and how long to back off: small pure functions with explicit inputs.
+
+Jitter is derived from a key (the credential's namespace/name and expiry), so a
+restarted operator computes the same renewal time it wrote before, while a
+thousand credentials issued in the same second still spread out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+MIN_LIFETIME_BEFORE_RENEWAL = timedelta(seconds=10)
+JITTER_FRACTION = 0.1
+MAX_JITTER = timedelta(minutes=5)
+
+
+def unit_jitter(key: str) -> float:
+    """A number in [0, 1) fixed by `key`."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def renewal_time(
+    *,
+    issued_at: datetime,
+    expiration: datetime,
+    renew_before: timedelta | None,
+    jitter_key: str,
+) -> datetime:
+    """`expiration - renewBefore`, moved earlier by up to 10 % of renewBefore (at most 5 min).
+
+    renewBefore defaults to a third of the lifetime. The result never falls before
+    `issued_at + 10s`, so a renewBefore longer than the lifetime cannot make a hot loop.
+    """
+    lifetime = expiration - issued_at
+    before = renew_before if renew_before is not None else lifetime / 3
+    jitter = min(before * JITTER_FRACTION, MAX_JITTER) * unit_jitter(jitter_key)
+    earliest = issued_at + min(MIN_LIFETIME_BEFORE_RENEWAL, lifetime / 2)
+    return max(expiration - before - jitter, earliest)
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, jitter_key: str) -> float:
+    """Exponential backoff (base * 2^(attempt-1), capped) with up to +25 % jitter."""
+    raw = min(cap, base * 2 ** max(attempt - 1, 0))
+    return float(raw * (1 + 0.25 * unit_jitter(f"{jitter_key}/{attempt}")))

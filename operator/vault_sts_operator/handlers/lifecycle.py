@@ -1,0 +1,62 @@
+"""Startup (settings, services), probes and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import kubernetes.client
+import kubernetes.config
+
+from vault_sts_operator import metrics
+from vault_sts_operator.api import constants as c
+from vault_sts_operator.app import build_services
+from vault_sts_operator.config import OperatorConfig
+
+log = logging.getLogger(__name__)
+
+
+def _load_kube_config() -> kubernetes.client.ApiClient:
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient()
+
+
+def post_event(body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type, reason=reason, message=message)  # type: ignore[arg-type]
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorConfig = memo.get("config") or OperatorConfig()
+    # Our own finalizer and annotation prefix, not kopf's defaults.
+    settings.persistence.finalizer = c.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING if not config.verbose else logging.INFO
+    settings.posting.enabled = True
+    # Watches: reconnect well before load balancers cut idle streams (kopf docs, "Configuration").
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.execution.max_workers = config.worker_threads
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="vso"))
+    api_client = await asyncio.to_thread(_load_kube_config)
+    memo["services"] = build_services(config, api_client, post_event)
+    metrics.serve(config.metrics_port)
+    log.info("vault-sts-operator started (instance %s, namespaces %s)", config.instance_id,
+             ", ".join(config.namespaces) or "all")
+
+
+@kopf.on.probe(id="credentials")
+def probe_credentials(memo: kopf.Memo, **_: Any) -> int:
+    services = memo.get("services")
+    return len(services.wakeups) if services is not None else 0

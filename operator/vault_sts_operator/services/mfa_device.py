@@ -1,0 +1,122 @@
+"""Spending TOTP codes: one at a time per MFA device, never the same time step twice.
+
+AWS accepts a code once, and Vault's `totp/code` does not track use. For each
+device this guard takes an in-process lock, then a durable claim on the step it
+is about to spend (write-ahead, in a store shared by every operator instance),
+and only then sends the code. A crash after the claim wastes a period; it can
+never send a code twice. When the current step is already spent, it waits for
+the next period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+from vault_sts_operator import metrics
+from vault_sts_operator.domain.credentials import TotpCode
+from vault_sts_operator.domain.errors import MfaCodeRejectedError, StsError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Start a little after the period boundary so Vault's clock and ours agree on the step.
+STEP_MARGIN_SECONDS = 0.3
+
+
+class StepStore(Protocol):
+    """Durable record of the last spent step per device, shared by operator instances."""
+
+    async def claim(self, device: str, step: int) -> int | None:
+        """Record `step` as spent if it is newer than the recorded one; else return the recorded one."""
+
+    async def release(self, device: str) -> None:
+        """Let other instances claim again (the recorded step stays)."""
+
+
+class InMemoryStepStore:
+    """A StepStore for one process (unit tests, single-instance development)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, int] = {}
+
+    async def claim(self, device: str, step: int) -> int | None:
+        last = self._steps.get(device)
+        if last is not None and step <= last:
+            return last
+        self._steps[device] = step
+        return None
+
+    async def release(self, device: str) -> None:
+        return None
+
+
+class MfaDeviceGuard:
+    def __init__(
+        self,
+        store: StepStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_attempts: int = 3,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        self._max_attempts = max_attempts
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def _wait_for_step(self, after_step: int, period: int) -> None:
+        delay = (after_step + 1) * period - self._clock() + STEP_MARGIN_SECONDS
+        if delay > 0:
+            metrics.MFA_WAITS.inc()
+            metrics.MFA_WAIT_SECONDS.inc(delay)
+            await self._sleep(delay)
+
+    async def spend(
+        self,
+        device: str,
+        fetch: Callable[[], Awaitable[TotpCode]],
+        use: Callable[[str], Awaitable[T]],
+        *,
+        identity: str = "",
+    ) -> T:
+        """Fetch a fresh code and pass it to `use`, exactly once per time step.
+
+        A code AWS rejects as invalid (already used elsewhere, clock skew) is followed
+        by a fresh code in the next period, at most `max_attempts` times in all.
+        """
+        lock = self._locks.setdefault(device, asyncio.Lock())
+        async with lock:
+            attempt = 0
+            while True:
+                attempt += 1
+                code = await fetch()
+                recorded = await self._store.claim(device, code.step)
+                while recorded is not None:  # this step (or a later one) was already spent
+                    await self._wait_for_step(recorded, code.period)
+                    code = await fetch()
+                    recorded = await self._store.claim(device, code.step)
+                try:
+                    result = await use(code.code)
+                except MfaCodeRejectedError:
+                    metrics.TOTP_CODES_USED.labels(identity=identity).inc()
+                    if attempt >= self._max_attempts:
+                        raise
+                    log.warning("AWS rejected the MFA code of device %s (attempt %d); "
+                                "trying again in the next period", device, attempt)
+                    continue
+                except StsError as exc:
+                    if exc.code_spent:
+                        metrics.TOTP_CODES_USED.labels(identity=identity).inc()
+                    raise
+                except Exception:
+                    metrics.TOTP_CODES_USED.labels(identity=identity).inc()
+                    raise
+                finally:
+                    await self._store.release(device)
+                metrics.TOTP_CODES_USED.labels(identity=identity).inc()
+                return result

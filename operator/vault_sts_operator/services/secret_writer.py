@@ -1,0 +1,59 @@
+"""The only writer of credential Secrets: whole Secrets, owned by their CR, never someone else's."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from vault_sts_operator.api.specs import CredentialSpec
+from vault_sts_operator.clients.kube import KubeGateway
+from vault_sts_operator.domain.credentials import TemporaryCredentials
+from vault_sts_operator.domain.decisions import IssuedRecord
+from vault_sts_operator.domain.errors import KubernetesError, SecretConflictError
+from vault_sts_operator.outputs.secret_manifest import build_secret, owner_of
+
+
+def ownership_problem(secret: dict[str, Any] | None, spec: CredentialSpec, owner_uid: str) -> str | None:
+    """Why this operator must not write `secret` for `spec`, or None when it may."""
+    if secret is None:
+        return None
+    owner = owner_of(secret.get("metadata") or {})
+    where = f"Secret {spec.namespace}/{spec.target.secret_name}"
+    if owner is None:
+        return f"{where} exists and was not created by vault-sts-operator; it is left untouched"
+    name, uid = owner
+    if uid != owner_uid:
+        return f"{where} belongs to AssumedRoleCredential {name!r}; choose another target.secretName"
+    return None
+
+
+class SecretWriter:
+    def __init__(self, kube: KubeGateway) -> None:
+        self._kube = kube
+
+    async def read(self, spec: CredentialSpec, owner_uid: str) -> dict[str, Any] | None:
+        """The current Secret, after checking it is ours to write (SecretConflictError otherwise)."""
+        secret = await asyncio.to_thread(self._kube.get_secret, spec.namespace, spec.target.secret_name)
+        problem = ownership_problem(secret, spec, owner_uid)
+        if problem:
+            raise SecretConflictError(problem)
+        return secret
+
+    async def write(self, *, spec: CredentialSpec, owner_uid: str, creds: TemporaryCredentials,
+                    record: IssuedRecord, current: dict[str, Any] | None) -> None:
+        manifest = build_secret(spec=spec, owner_uid=owner_uid, creds=creds, record=record)
+        if current is None:
+            written = await asyncio.to_thread(self._kube.create_secret, manifest)
+        else:
+            version = str(current["metadata"]["resourceVersion"])
+            written = await asyncio.to_thread(self._kube.replace_secret, manifest, version)
+        if written is None:
+            raise KubernetesError(f"Secret {spec.namespace}/{spec.target.secret_name} changed while it was "
+                                  "being written; will retry")
+
+    async def delete_previous(self, namespace: str, name: str, owner_uid: str) -> None:
+        """Delete a Secret this CR wrote under a former target.secretName."""
+        secret = await asyncio.to_thread(self._kube.get_secret, namespace, name)
+        owner = owner_of((secret or {}).get("metadata") or {})
+        if secret is not None and owner is not None and owner[1] == owner_uid:
+            await asyncio.to_thread(self._kube.delete_secret, namespace, name, secret["metadata"]["uid"])
