@@ -1,0 +1,188 @@
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import botocore.exceptions
+import pytest
+
+from vault_sts_operator.api.specs import parse_identity
+from vault_sts_operator.clients.sts import classify
+from vault_sts_operator.domain.credentials import TemporaryCredentials, TotpCode
+from vault_sts_operator.domain.errors import MfaCodeRejectedError, SessionInvalidError, StsError
+from vault_sts_operator.services.mfa_device import InMemoryStepStore, MfaDeviceGuard
+from vault_sts_operator.services.mfa_sessions import MfaSessionCache
+
+IDENTITY = parse_identity("ops", "u", {
+    "vault": {"address": "http://v", "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}},
+    "accessKey": {"kv": {"path": "aws/ops"}},
+    "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
+    "session": {"durationSeconds": 3600},
+    "allowedNamespaces": ["a"], "allowedRoleArns": ["*"]}, default_vault=None, operator_namespace="x")
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def guard_with_clock(start: float = 1000.0):
+    clock = FakeClock(start)
+    guard = MfaDeviceGuard(InMemoryStepStore(), clock=clock, sleep=clock.sleep)
+
+    async def fetch() -> TotpCode:
+        step = int(clock.now // 30)
+        return TotpCode(code=f"{step:06d}", step=step, period=30)
+
+    return clock, guard, fetch
+
+
+def test_same_step_is_never_spent_twice():
+    clock, guard, fetch = guard_with_clock(1000.0)
+    sent: list[str] = []
+
+    async def use(code: str) -> str:
+        sent.append(code)
+        return code
+
+    async def run() -> None:
+        await guard.spend("dev", fetch, use)
+        await guard.spend("dev", fetch, use)
+        await guard.spend("dev", fetch, use)
+
+    asyncio.run(run())
+    assert len(sent) == 3 and len(set(sent)) == 3
+    assert len(clock.slept) == 2 and all(0 < s <= 30.3 for s in clock.slept)
+
+
+def test_concurrent_spends_are_serialised():
+    clock, guard, fetch = guard_with_clock(1000.0)
+    sent: list[str] = []
+
+    async def use(code: str) -> str:
+        sent.append(code)
+        await asyncio.sleep(0)
+        return code
+
+    async def run() -> None:
+        await asyncio.gather(*(guard.spend("dev", fetch, use) for _ in range(5)))
+
+    asyncio.run(run())
+    assert len(set(sent)) == 5
+
+
+def test_rejected_code_retries_next_period_then_gives_up():
+    clock, guard, fetch = guard_with_clock(1000.0)
+    sent: list[str] = []
+
+    async def use(code: str) -> str:
+        sent.append(code)
+        raise MfaCodeRejectedError("invalid MFA one time pass code")
+
+    with pytest.raises(MfaCodeRejectedError):
+        asyncio.run(guard.spend("dev", fetch, use))
+    assert len(sent) == 3 and len(set(sent)) == 3
+
+
+def test_unspent_code_error_is_raised_without_retry():
+    clock, guard, fetch = guard_with_clock(1000.0)
+    calls = 0
+
+    async def use(code: str) -> str:
+        nonlocal calls
+        calls += 1
+        raise StsError("throttled", code_spent=False)
+
+    with pytest.raises(StsError):
+        asyncio.run(guard.spend("dev", fetch, use))
+    assert calls == 1
+
+
+def creds(expires_in: timedelta, key: str = "ASIA1") -> TemporaryCredentials:
+    return TemporaryCredentials(access_key_id=key, secret_access_key="s", session_token="t",
+                                expiration=datetime.now(UTC) + expires_in)
+
+
+def test_session_single_flight():
+    created = 0
+
+    async def create(identity):
+        nonlocal created
+        created += 1
+        await asyncio.sleep(0.01)
+        return creds(timedelta(hours=1), key=f"ASIA{created}")
+
+    cache = MfaSessionCache(create)
+
+    async def run():
+        return await asyncio.gather(*(cache.get(IDENTITY) for _ in range(100)))
+
+    results = asyncio.run(run())
+    assert created == 1
+    assert {r.access_key_id for r in results} == {"ASIA1"}
+
+
+def test_session_renewed_near_expiry_and_after_invalidation():
+    made: list[timedelta] = [timedelta(minutes=10), timedelta(hours=1), timedelta(hours=1)]
+
+    async def create(identity):
+        return creds(made.pop(0), key=f"ASIA{len(made)}")
+
+    cache = MfaSessionCache(create)
+
+    async def run():
+        first = await cache.get(IDENTITY)  # 10 min left < 15 min margin of a 1 h session: renewed next time
+        second = await cache.get(IDENTITY)
+        third = await cache.get(IDENTITY)
+        cache.invalidate("ops", third.access_key_id)
+        fourth = await cache.get(IDENTITY)
+        return first, second, third, fourth
+
+    first, second, third, fourth = asyncio.run(run())
+    assert first.access_key_id != second.access_key_id
+    assert second == third
+    assert fourth.access_key_id != third.access_key_id
+
+
+def client_error(code: str, message: str) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": message}}, "AssumeRole")
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "reason", "transient", "kind"),
+    [
+        ("AccessDenied", "MultiFactorAuthentication failed with invalid MFA one time pass code.", "MFARejected",
+         True, MfaCodeRejectedError),
+        ("AccessDenied", "MultiFactorAuthentication failed, unable to validate MFA code. Please verify your MFA "
+         "serial number is valid and associated with this user.", "MFADeviceInvalid", False, StsError),
+        ("AccessDenied", "User: x is not authorized to perform: sts:AssumeRole", "AccessDenied", False, StsError),
+        ("ValidationError", "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+         "InvalidDuration", False, StsError),
+        ("Throttling", "Rate exceeded", "Throttled", True, StsError),
+        ("InternalFailure", "oops", "STSUnavailable", True, StsError),
+        ("InvalidClientTokenId", "The security token included in the request is invalid.", "AccessKeyInvalid",
+         False, StsError),
+    ],
+)
+def test_classify(code, message, reason, transient, kind):
+    err = classify(client_error(code, message), "AssumeRole")
+    assert isinstance(err, kind)
+    assert err.reason == reason and err.transient is transient
+    assert message[:50] in err.message
+
+
+def test_classify_expired_session():
+    err = classify(client_error("ExpiredToken", "The security token included in the request is expired"),
+                   "AssumeRole", with_session=True)
+    assert isinstance(err, SessionInvalidError)
+
+
+def test_classify_connection_error_does_not_spend_code():
+    err = classify(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), "AssumeRole")
+    assert err.code_spent is False and err.transient is True
