@@ -62,7 +62,7 @@ def test_same_step_is_never_spent_twice():
 
 
 def test_concurrent_spends_are_serialised():
-    clock, guard, fetch = guard_with_clock(1000.0)
+    _clock, guard, fetch = guard_with_clock(1000.0)
     sent: list[str] = []
 
     async def use(code: str) -> str:
@@ -78,7 +78,7 @@ def test_concurrent_spends_are_serialised():
 
 
 def test_rejected_code_retries_next_period_then_gives_up():
-    clock, guard, fetch = guard_with_clock(1000.0)
+    _clock, guard, fetch = guard_with_clock(1000.0)
     sent: list[str] = []
 
     async def use(code: str) -> str:
@@ -91,7 +91,7 @@ def test_rejected_code_retries_next_period_then_gives_up():
 
 
 def test_unspent_code_error_is_raised_without_retry():
-    clock, guard, fetch = guard_with_clock(1000.0)
+    _clock, guard, fetch = guard_with_clock(1000.0)
     calls = 0
 
     async def use(code: str) -> str:
