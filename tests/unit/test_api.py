@@ -62,7 +62,7 @@ def test_parse_identity_uses_operator_default_vault():
 
 def test_parse_identity_without_vault_anywhere():
     spec = {k: v for k, v in IDENTITY.items() if k != "vault"}
-    with pytest.raises(InvalidSpecError, match="spec.vault.address is required"):
+    with pytest.raises(InvalidSpecError, match=r"spec\.vault\.address is required"):
         parse_identity("ops", "u", spec, default_vault=None, operator_namespace="vso")
 
 
