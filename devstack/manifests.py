@@ -1,0 +1,53 @@
+"""Custom resources for a seeded identity: what a platform admin and an app team would apply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devstack.env import StackEnv
+from devstack.seed import SeededIdentity
+
+GROUP, VERSION = "vaultsts.io", "v1alpha1"
+
+
+def mfa_identity(
+    stack: StackEnv,
+    seeded: SeededIdentity,
+    *,
+    name: str | None = None,
+    allowed_namespaces: list[str],
+    allowed_role_arns: list[str] | None = None,
+    vault_aws: str = "",  # "", "assumedRole" or "sessionToken"
+    session_seconds: int = 43200,
+) -> dict[str, Any]:
+    access_key: dict[str, Any]
+    if vault_aws:
+        access_key = {"vaultAWS": {"mount": seeded.aws_mount or "aws", "role": seeded.aws_role or seeded.name,
+                                   "credentialType": vault_aws}}
+    else:
+        access_key = {"kv": {"mount": seeded.kv_mount, "path": seeded.kv_path}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MFAIdentity",
+        "metadata": {"name": name or seeded.name},
+        "spec": {
+            "vault": {"address": stack.vault_addr,
+                      "auth": {"kubernetes": {"mount": seeded.auth_mount, "role": seeded.auth_role}}},
+            "accessKey": access_key,
+            "mfa": {"serialNumber": seeded.mfa_serial,
+                    "totp": {"mount": seeded.totp_mount, "key": seeded.totp_key, "period": seeded.totp_period}},
+            "session": {"durationSeconds": session_seconds},
+            "sts": {"region": "us-east-1", "endpoint": stack.sts_endpoint},
+            "allowedNamespaces": allowed_namespaces,
+            "allowedRoleArns": allowed_role_arns if allowed_role_arns is not None else list(seeded.role_arns),
+        },
+    }
+
+
+def assumed_role_credential(namespace: str, name: str, identity: str, role_arn: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AssumedRoleCredential",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"identityRef": {"name": identity}, "roleArn": role_arn, **spec},
+    }

@@ -1,0 +1,140 @@
+"""Run the operator as a local process against the stack (tests, demo, benchmarks).
+
+The operator runs exactly as its console command would in a pod, with a kubeconfig
+(admin, or a ServiceAccount's from TokenRequest) and a ServiceAccount JWT for
+Vault's kubernetes auth in a file, as the kubelet would project it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack.env import StackEnv
+from devstack.kubeconfig import request_token
+
+OPERATOR_NAMESPACE = "vault-sts-operator"
+OPERATOR_SA = "vault-sts-operator"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_operator_service_account(stack: StackEnv, namespace: str = OPERATOR_NAMESPACE,
+                                    name: str = OPERATOR_SA) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = stack.api_client()
+    try:
+        core = client.CoreV1Api(api)
+        for create in (
+            lambda: core.create_namespace({"metadata": {"name": namespace}}),
+            lambda: core.create_namespaced_service_account(namespace, {"metadata": {"name": name}}),
+        ):
+            try:
+                create()
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+    finally:
+        api.close()
+
+
+@dataclass
+class OperatorProcess:
+    stack: StackEnv
+    name: str = "operator"
+    kubeconfig: Path | None = None  # default: the admin kubeconfig
+    extra_args: list[str] = field(default_factory=list)
+    namespace: str = OPERATOR_NAMESPACE
+    service_account: str = OPERATOR_SA
+    metrics_port: int = field(default_factory=free_port)
+    health_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def log_file(self) -> Path:
+        return self.stack.logs / f"{self.name}.log"
+
+    @property
+    def token_file(self) -> Path:
+        return self.stack.stack_dir / f"{self.name}-sa.token"
+
+    def _write_sa_token(self) -> None:
+        token = request_token(self.stack, self.namespace, self.service_account, expiration_seconds=24 * 3600)
+        self.token_file.touch(mode=0o600, exist_ok=True)
+        self.token_file.write_text(token)
+
+    def start(self, wait: bool = True) -> None:
+        ensure_operator_service_account(self.stack, self.namespace, self.service_account)
+        self._write_sa_token()
+        env = {**os.environ, **self.stack.as_environ(), "KUBECONFIG": str(self.kubeconfig or self.stack.kubeconfig),
+               "PYTHONUNBUFFERED": "1"}
+        env.pop("VAULT_TOKEN", None)  # the operator must log in to Vault itself
+        env.pop("BAO_TOKEN", None)
+        argv = [sys.executable, "-m", "vault_sts_operator", "run", "--all-namespaces",
+                "--metrics-port", str(self.metrics_port),
+                "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
+                "--lease-namespace", self.namespace,
+                "--vault-sa-token-file", str(self.token_file), *self.extra_args]
+        self.starts += 1
+        with self.log_file.open("ab") as out:
+            out.write(f"\n==== start #{self.starts} at {time.strftime('%H:%M:%S')}\n".encode())
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        if wait:
+            self.wait_healthy()
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}; log:\n{self.tail()}")
+            if self.healthy():
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"operator not healthy after {timeout}s; log:\n{self.tail()}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def restart(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        self.stop(sig)
+        self.start()
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])

@@ -1,0 +1,169 @@
+"""The operator's main job on the real stack: an AssumedRoleCredential becomes a working Secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import boto3
+import botocore.session
+import pytest
+
+from devstack.manifests import assumed_role_credential, mfa_identity
+from devstack.seed import RoleSpec, seed_identity
+from tests.e2e.conftest import wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+@pytest.fixture
+def team(kube, unique):
+    return kube.namespace(f"team-{unique}")
+
+
+@pytest.fixture
+def identity(stack, kube, team, unique):
+    seeded = seed_identity(stack, f"ops-{unique}", roles=[RoleSpec("app-billing-" + unique),
+                                                          RoleSpec("app-report-" + unique)])
+    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team]))
+    return seeded
+
+
+def sts_with(stack, key_id, secret, token):
+    return boto3.client("sts", endpoint_url=stack.sts_endpoint, region_name="us-east-1", aws_access_key_id=key_id,
+                        aws_secret_access_key=secret, aws_session_token=token)
+
+
+def test_secret_appears_and_every_format_works(stack, kube, team, identity, issued, tmp_path):
+    role = identity.role_arns[0]
+    kube.create_credential(assumed_role_credential(team, "billing", identity.name, role,
+                                                   target={"secretName": "billing-aws", "profile": "billing"}))
+    cr = kube.wait_ready(team, "billing")
+    secret = kube.secret(team, "billing-aws")
+    assert secret is not None
+    issued.add_secret(secret)
+    data = secret["data"]
+    assert set(data) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                         "AWS_CREDENTIAL_EXPIRATION", "credentials", "credential_process.json"}
+    # Owned by the CR, annotated with the issue record; status shows only the public half.
+    owner = secret["metadata"].owner_references[0]
+    assert (owner.kind, owner.name, owner.uid) == ("AssumedRoleCredential", "billing", cr["metadata"]["uid"])
+    assert secret["metadata"].annotations["vaultsts.io/access-key-id"] == data["AWS_ACCESS_KEY_ID"]
+    status = cr["status"]
+    assert status["accessKeyId"] == data["AWS_ACCESS_KEY_ID"] and status["secretName"] == "billing-aws"
+    assert status["expiration"] == data["AWS_CREDENTIAL_EXPIRATION"]
+    assert data["AWS_SECRET_ACCESS_KEY"] not in json.dumps(cr)
+
+    # envFrom keys
+    who = sts_with(stack, data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"],
+                   data["AWS_SESSION_TOKEN"]).get_caller_identity()
+    expected_arn = f"arn:aws:sts::{identity.account}:assumed-role/{role.split('/')[-1]}/{team}-billing"
+    assert who["Arn"] == expected_arn == status["assumedRoleArn"]
+
+    # the credentials file, through botocore's own loader
+    creds_file = tmp_path / "credentials"
+    creds_file.write_text(data["credentials"])
+    session = botocore.session.Session(profile="billing")
+    session.set_config_variable("credentials_file", str(creds_file))
+    session.set_config_variable("config_file", str(tmp_path / "none"))
+    loaded = session.get_credentials()
+    assert loaded.access_key == data["AWS_ACCESS_KEY_ID"] and loaded.token == data["AWS_SESSION_TOKEN"]
+
+    # credential_process, as an SDK configured with `credential_process = cat <mounted file>` would use it
+    process_file = tmp_path / "credential_process.json"
+    process_file.write_text(data["credential_process.json"])
+    config_file = tmp_path / "config"
+    config_file.write_text(f"[profile app]\ncredential_process = cat {process_file}\n")
+    env_backup = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_") and k != "AWS_ENDPOINT_URL_STS"}
+    try:
+        proc_session = boto3.Session(botocore_session=botocore.session.Session(profile="app"))
+        proc_session._session.set_config_variable("config_file", str(config_file))
+        proc_session._session.set_config_variable("credentials_file", str(tmp_path / "none"))
+        who2 = proc_session.client("sts", endpoint_url=stack.sts_endpoint, region_name="us-east-1").get_caller_identity()
+    finally:
+        os.environ.update(env_backup)
+    assert who2["Arn"] == expected_arn
+
+    events = kube.events(team, "billing")
+    assert any(e.reason == "Issued" for e in events)
+
+
+def test_many_credentials_in_session_mode_spend_one_code(stack, kube, team, identity, emulator_admin, issued):
+    before = emulator_admin.counters()["codes_accepted_by_serial"].get(identity.mfa_serial, 0)
+    names = [f"app-{i}" for i in range(6)]
+    for i, name in enumerate(names):
+        kube.create_credential(assumed_role_credential(team, name, identity.name, identity.role_arns[i % 2]))
+    for name in names:
+        kube.wait_ready(team, name)
+        issued.add_secret(kube.secret(team, name))
+    after = emulator_admin.counters()["codes_accepted_by_serial"].get(identity.mfa_serial, 0)
+    assert after - before == 1
+    key_ids = {kube.secret(team, n)["data"]["AWS_ACCESS_KEY_ID"] for n in names}
+    assert len(key_ids) == len(names)
+
+
+def test_direct_mode_never_reuses_a_code(stack, kube, team, unique, emulator_admin, issued):
+    seeded = seed_identity(stack, f"direct-{unique}", totp_period=3, roles=[RoleSpec("app-direct-" + unique)])
+    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team]))
+    names = [f"direct-{i}" for i in range(3)]
+    for name in names:
+        kube.create_credential(assumed_role_credential(team, name, seeded.name, seeded.role_arns[0], mfa="direct",
+                                                       durationSeconds=7200))
+    for name in names:
+        kube.wait_ready(team, name, timeout=90)
+        issued.add_secret(kube.secret(team, name))
+    counters = emulator_admin.counters()
+    steps = [c["step"] for c in counters["accepted_codes"] if c["serial"] == seeded.mfa_serial]
+    assert len(steps) == 3 and len(set(steps)) == 3
+    assert counters["codes_refused_by_serial"].get(seeded.mfa_serial, 0) == 0
+
+
+def test_spec_change_reissues_and_rotate_annotation_rotates(stack, kube, team, identity, issued):
+    kube.create_credential(assumed_role_credential(team, "report", identity.name, identity.role_arns[1]))
+    first = kube.wait_ready(team, "report")["status"]["accessKeyId"]
+    kube.patch_credential(team, "report", {"metadata": {"annotations": {"vaultsts.io/rotate": "now-1"}}})
+    second = wait_for("rotation on request",
+                      lambda: (k := kube.credential(team, "report")["status"].get("accessKeyId")) != first and k)
+    kube.patch_credential(team, "report", {"spec": {"durationSeconds": 900}})
+    third = wait_for("reissue on spec change",
+                     lambda: (k := kube.credential(team, "report")["status"].get("accessKeyId")) != second and k)
+    secret = kube.secret(team, "report")
+    issued.add_secret(secret)
+    assert secret["data"]["AWS_ACCESS_KEY_ID"] == third
+
+
+def test_rotation_before_expiry_then_restart_does_not_reissue(stack, kube, team, identity, operator, emulator_admin,
+                                                             issued):
+    kube.create_credential(assumed_role_credential(team, "short", identity.name, identity.role_arns[0],
+                                                   durationSeconds=900, renewBefore="14m45s"))
+    first = kube.wait_ready(team, "short")["status"]
+    first_secret = kube.secret(team, "short")
+    issued.add_secret(first_secret)
+    rotated = wait_for("rotation before expiry", lambda: (
+        s := kube.secret(team, "short")) and s["data"]["AWS_ACCESS_KEY_ID"] != first["accessKeyId"] and s,
+        timeout=60)
+    issued.add_secret(rotated)
+    assert rotated["data"]["AWS_SECRET_ACCESS_KEY"] != first_secret["data"]["AWS_SECRET_ACCESS_KEY"]
+    assert any(e.reason == "Rotated" for e in kube.events(team, "short"))
+
+    # A long-lived one survives an operator restart without being issued again.
+    kube.create_credential(assumed_role_credential(team, "steady", identity.name, identity.role_arns[0]))
+    steady = kube.wait_ready(team, "steady")["status"]["accessKeyId"]
+    kube.delete_credential(team, "short")  # stop the fast rotation so counters settle
+    issued_before = emulator_admin.counters()["issued"]
+    operator.restart()
+    # After the restart the daemon resumes: it reads the Secret's record and sleeps.
+    wait_for("operator resumed the credential", lambda: "steady" in operator.log_text().split("==== start #")[-1]
+             or kube.ready(team, "steady"), timeout=30)
+    time.sleep(5)
+    assert kube.secret(team, "steady")["data"]["AWS_ACCESS_KEY_ID"] == steady
+    assert emulator_admin.counters()["issued"] == issued_before
+
+
+def test_deleting_the_credential_deletes_its_secret(stack, kube, team, identity, issued):
+    kube.create_credential(assumed_role_credential(team, "gone", identity.name, identity.role_arns[0]))
+    kube.wait_ready(team, "gone")
+    issued.add_secret(kube.secret(team, "gone"))
+    kube.delete_credential(team, "gone")
+    wait_for("garbage collection of the Secret", lambda: kube.secret(team, "gone") is None, timeout=60)
