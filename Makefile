@@ -17,6 +17,7 @@ venv: $(STAMP)
 
 build:  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, helm, the Vault AWS plugin
 	bash devstack/build.sh
+	bash devstack/build_vault_aws.sh >/dev/null
 
 stack: $(STAMP) build
 	$(PY) -m devstack up
