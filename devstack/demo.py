@@ -95,8 +95,8 @@ def main() -> int:
         status = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "assumedrolecredentials", f"billing-{suffix}")
         say(f"status: Ready={status['status']['conditions'][0]['status']} renewalTime={status['status']['renewalTime']}")
         say("waiting for the rotation ...")
-        rotated = wait("the rotation", lambda: (s := secret()) and s["AWS_ACCESS_KEY_ID"] != first["AWS_ACCESS_KEY_ID"]
-                       and s, 90)
+        first_key = first["AWS_ACCESS_KEY_ID"]
+        rotated = wait("the rotation", lambda: (s := secret()) and s["AWS_ACCESS_KEY_ID"] != first_key and s, 90)
         say(f"rotated: AWS_ACCESS_KEY_ID={rotated['AWS_ACCESS_KEY_ID']}, expires "
             f"{rotated['AWS_CREDENTIAL_EXPIRATION']}")
         say("`kubectl get arc -A` now shows:")

@@ -75,12 +75,14 @@ def test_secret_appears_and_every_format_works(stack, kube, team, identity, issu
     process_file.write_text(data["credential_process.json"])
     config_file = tmp_path / "config"
     config_file.write_text(f"[profile app]\ncredential_process = cat {process_file}\n")
-    env_backup = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_") and k != "AWS_ENDPOINT_URL_STS"}
+    env_backup = {k: os.environ.pop(k) for k in list(os.environ)
+                  if k.startswith("AWS_") and k != "AWS_ENDPOINT_URL_STS"}
     try:
         proc_session = boto3.Session(botocore_session=botocore.session.Session(profile="app"))
         proc_session._session.set_config_variable("config_file", str(config_file))
         proc_session._session.set_config_variable("credentials_file", str(tmp_path / "none"))
-        who2 = proc_session.client("sts", endpoint_url=stack.sts_endpoint, region_name="us-east-1").get_caller_identity()
+        proc_sts = proc_session.client("sts", endpoint_url=stack.sts_endpoint, region_name="us-east-1")
+        who2 = proc_sts.get_caller_identity()
     finally:
         os.environ.update(env_backup)
     assert who2["Arn"] == expected_arn

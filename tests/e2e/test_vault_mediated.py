@@ -28,7 +28,7 @@ def seeded(stack, unique):
 
 def test_session_token_mode_passes_mfa_through_vault(stack, kube, team, seeded, emulator_admin, issued):
     manifest = mfa_identity(stack, seeded, allowed_namespaces=[team], vault_aws="sessionToken")
-    manifest["spec"]["accessKey"]["vaultAWS"]["role"] = f"{seeded.aws_role}-session"
+    manifest["spec"]["accessKey"]["vaultAWS"]["role"] = seeded.aws_session_role
     kube.apply_identity(manifest)
     names = ["one", "two", "three"]
     for name in names:

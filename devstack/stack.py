@@ -1,0 +1,484 @@
+"""Bring the stack up (idempotently), report on it, and take it down.
+
+Processes: etcd, kube-apiserver, kube-controller-manager, OpenBao (dev server) and the STS emulator,
+all on loopback, all state under ``.stack/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack import health, procs, vault_config
+from devstack.env import StackEnv
+from devstack.kubeconfig import write_cert_kubeconfig
+from devstack.layout import AWS_PLUGIN_NAME, REPO_ROOT, Binaries, Layout, Ports
+from devstack.pki import Pki, ensure_pki
+from devstack.procs import StackError
+
+# Start order; ``down`` stops in reverse.
+SERVICES = ("etcd", "sts-emulator", "openbao", "kube-apiserver", "kube-controller-manager")
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+SERVICE_CIDR = "10.96.0.0/16"
+# Enough for this operator: ServiceAccounts and their tokens, garbage collection of owned objects,
+# namespace deletion, Deployments (rollout restarts) and the kube-root-ca.crt ConfigMap.
+CONTROLLERS = (
+    "serviceaccount-token-controller",
+    "serviceaccount-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "root-ca-certificate-publisher-controller",
+)
+
+
+@dataclass(frozen=True)
+class Stack:
+    layout: Layout
+    ports: Ports
+    binaries: Binaries
+
+    @classmethod
+    def default(cls) -> Stack:
+        """The stack of this checkout. While one runs, its recorded ports win over
+        ``VSO_STACK_PORT_OFFSET``, so every shell and test run talks to the same processes."""
+        layout = Layout.default()
+        recorded = _read_state(layout).get("ports")
+        try:
+            ports = Ports(**recorded) if isinstance(recorded, dict) else Ports.default()
+        except TypeError:
+            ports = Ports.default()
+        return cls(layout, ports, Binaries.discover())
+
+    @property
+    def kube_api(self) -> str:
+        return f"https://127.0.0.1:{self.ports.apiserver}"
+
+    @property
+    def vault_addr(self) -> str:
+        return f"http://127.0.0.1:{self.ports.bao}"
+
+    @property
+    def sts_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports.emulator}"
+
+    @property
+    def emulator_admin_url(self) -> str:
+        """What ``EmulatorAdmin`` takes; the admin API itself is under ``<this>/_emulator/``."""
+        return self.sts_endpoint
+
+
+def log(message: str) -> None:
+    print(f"[devstack {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- up
+
+
+def up(stack: Stack | None = None) -> StackEnv:
+    """Start the stack unless it already runs healthy; (re)write ``.stack/env``; return its values."""
+    stack = stack or Stack.default()
+    layout = stack.layout
+    layout.ensure()
+    missing = stack.binaries.missing()
+    if missing:
+        raise StackError(
+            "missing binaries (run `make build` / `bash devstack/build.sh`): " + ", ".join(map(str, missing))
+        )
+    pki = ensure_pki(layout.pki)
+    write_cert_kubeconfig(
+        layout.admin_kubeconfig,
+        stack.kube_api,
+        pki.ca.cert,
+        user_name="vso-admin",
+        cert=pki.admin.cert,
+        key=pki.admin.key,
+    )
+    write_cert_kubeconfig(
+        layout.kcm_kubeconfig,
+        stack.kube_api,
+        pki.ca.cert,
+        user_name="kube-controller-manager",
+        cert=pki.controller_manager.cert,
+        key=pki.controller_manager.key,
+    )
+
+    state = _read_state(layout)
+    reason = _unhealthy_reason(stack, pki, state)
+    if reason is None:
+        log("stack already up and healthy; re-applying OpenBao configuration and rewriting .stack/env")
+        env = _configure(stack, pki, str(state["vault_token"]))
+        log(f"ready: source {layout.env_file}")
+        return env
+    if procs.recorded(layout):
+        log(f"stack not healthy ({reason}); restarting it")
+        down(stack, quiet=True)
+        layout.ensure()
+    return _cold_start(stack, pki)
+
+
+def _cold_start(stack: Stack, pki: Pki) -> StackEnv:
+    layout, ports = stack.layout, stack.ports
+    started = time.monotonic()
+    _check_ports_free(ports)
+    for stale in (layout.data, layout.logs):
+        shutil.rmtree(stale, ignore_errors=True)
+    layout.ensure()
+    token = f"vso-root-{secrets.token_hex(12)}"
+    try:
+        _start_etcd(stack)
+        _start_emulator(stack)
+        plugin_sha = _start_openbao(stack, token)
+        _wait(stack, "etcd", "healthy", lambda: health.etcd_healthy(ports.etcd_client), 30)
+        _start_apiserver(stack, pki)
+        _wait(stack, "openbao", "healthy", lambda: health.bao_healthy(stack.vault_addr), 30)
+        _wait(stack, "sts-emulator", "healthy", lambda: health.emulator_healthy(stack.emulator_admin_url), 30)
+        _wait(
+            stack,
+            "kube-apiserver",
+            "ready (/readyz)",
+            lambda: health.apiserver_ready(stack.kube_api, pki),
+            120,
+        )
+        _start_controller_manager(stack, pki)
+        _wait(
+            stack,
+            "kube-controller-manager",
+            "healthy (/healthz)",
+            lambda: health.controller_manager_healthy(ports.controller_manager),
+            60,
+        )
+        _wait(
+            stack,
+            "kube-controller-manager",
+            "done creating ServiceAccount default/default",
+            lambda: health.default_service_account(stack.kube_api, pki),
+            60,
+        )
+        state: dict[str, object] = {
+            "vault_token": token,
+            "aws_plugin": plugin_sha is not None,
+            "ports": vars(ports),
+        }
+        _write_state(layout, {**state, "configured": False})
+        env = _configure(stack, pki, token)
+        _write_state(layout, {**state, "configured": True})
+    except BaseException:
+        log("start failed; stopping what was started (logs kept in .stack/logs)")
+        down(stack, quiet=True, keep_logs=True)
+        raise
+    log(f"stack up in {time.monotonic() - started:.1f}s: source {layout.env_file}")
+    return env
+
+
+def _wait(stack: Stack, name: str, what: str, check: Callable[[], bool], timeout: float) -> None:
+    waited = procs.wait_for(stack.layout, name, what, check, timeout=timeout)
+    log(f"{name} {what} ({waited:.1f}s)")
+
+
+def _start_etcd(stack: Stack) -> None:
+    p, data = stack.ports, stack.layout.etcd_data
+    client, peer = f"http://127.0.0.1:{p.etcd_client}", f"http://127.0.0.1:{p.etcd_peer}"
+    procs.start(
+        stack.layout,
+        "etcd",
+        [
+            stack.binaries.etcd,
+            "--name=vso",
+            f"--data-dir={data}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=vso={peer}",
+            "--initial-cluster-state=new",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+    )
+
+
+def _start_emulator(stack: Stack) -> None:
+    procs.start(
+        stack.layout,
+        "sts-emulator",
+        [
+            sys.executable,
+            "-m",
+            "devstack.sts_emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(stack.ports.emulator),
+        ],
+        cwd=REPO_ROOT,
+    )
+
+
+def _start_openbao(stack: Stack, token: str) -> str | None:
+    """Start ``bao server -dev``; with the AWS plugin binary present, give it a plugin dir holding it."""
+    argv: list[str | Path] = [
+        stack.binaries.bao,
+        "server",
+        "-dev",
+        f"-dev-root-token-id={token}",
+        f"-dev-listen-address=127.0.0.1:{stack.ports.bao}",
+        "-dev-no-store-token",
+        "-log-level=warn",
+    ]
+    sha = None
+    if stack.binaries.aws_plugin is not None:
+        sha = vault_config.install_plugin(stack.binaries.aws_plugin, stack.layout.bao_plugins)
+        argv.append(f"-dev-plugin-dir={stack.layout.bao_plugins}")
+    # HOME inside .stack: bao must not read or write the developer's ~/.vault-token or config
+    procs.start(stack.layout, "openbao", argv, env={"HOME": str(stack.layout.data), "VAULT_ADDR": "", "BAO_ADDR": ""})
+    return sha
+
+
+def _start_apiserver(stack: Stack, pki: Pki) -> None:
+    procs.start(
+        stack.layout,
+        "kube-apiserver",
+        [
+            stack.binaries.kube_apiserver,
+            f"--etcd-servers=http://127.0.0.1:{stack.ports.etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={stack.ports.apiserver}",
+            # the default/kubernetes Endpoints cannot hold a loopback address
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={pki.apiserver.cert}",
+            f"--tls-private-key-file={pki.apiserver.key}",
+            f"--client-ca-file={pki.ca.cert}",
+            "--authorization-mode=Node,RBAC",
+            f"--service-account-issuer={SA_ISSUER}",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--api-audiences={SA_ISSUER}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--cert-dir={stack.layout.data / 'apiserver-certs'}",
+            "--allow-privileged=false",
+            "--profiling=false",
+        ],
+    )
+
+
+def _start_controller_manager(stack: Stack, pki: Pki) -> None:
+    kubeconfig = stack.layout.kcm_kubeconfig
+    procs.start(
+        stack.layout,
+        "kube-controller-manager",
+        [
+            stack.binaries.kube_controller_manager,
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={stack.ports.controller_manager}",
+            f"--cert-dir={stack.layout.kcm_certs}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca.cert}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            "--profiling=false",
+        ],
+    )
+
+
+def _configure(stack: Stack, pki: Pki, token: str) -> StackEnv:
+    env = _env(stack, token, aws_mount="")
+    api, vault = env.api_client(), env.vault()
+    try:
+        aws_mount = vault_config.configure(
+            vault,
+            kube_api=api,
+            kube_host=stack.kube_api,
+            ca_pem=pki.ca.cert.read_text(),
+            sts_endpoint=stack.sts_endpoint,
+            plugin_sha256=_plugin_sha(stack),
+        )
+    except StackError:
+        raise
+    except Exception as exc:
+        raise StackError(
+            f"configuring OpenBao failed: {type(exc).__name__}: {exc}\n"
+            f"--- last 30 lines of {procs.log_path(stack.layout, 'openbao')} ---\n"
+            f"{procs.tail(procs.log_path(stack.layout, 'openbao'))}"
+        ) from exc
+    finally:
+        api.close()
+        vault.adapter.close()
+    env = _env(stack, token, aws_mount)
+    env.write(stack.layout.env_file)
+    return env
+
+
+def _plugin_sha(stack: Stack) -> str | None:
+    target = stack.layout.bao_plugins / AWS_PLUGIN_NAME
+    if not target.is_file():  # only present when this OpenBao was started with the plugin dir
+        return None
+    return hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def _env(stack: Stack, token: str, aws_mount: str) -> StackEnv:
+    extra = {"AWS_REGION": vault_config.AWS_REGION}
+    if stack.binaries.helm is not None:
+        extra["VSO_HELM"] = str(stack.binaries.helm)
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        extra["VSO_KUBECTL"] = kubectl
+    return StackEnv(
+        stack_dir=stack.layout.root,
+        logs=stack.layout.logs,
+        kubeconfig=stack.layout.admin_kubeconfig,
+        kube_api=stack.kube_api,
+        kube_ca=stack.layout.pki / "ca.crt",
+        vault_addr=stack.vault_addr,
+        vault_token=token,
+        sts_endpoint=stack.sts_endpoint,
+        emulator_admin_url=stack.emulator_admin_url,
+        aws_mount=aws_mount,
+        extra=extra,
+    )
+
+
+def _check_ports_free(ports: Ports) -> None:
+    busy = []
+    for name, port in vars(ports).items():
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(f"{name}={port}")
+    if busy:
+        raise StackError(
+            "ports already in use on 127.0.0.1: "
+            + ", ".join(busy)
+            + " (another stack from a different checkout? `ss -ltnp` shows who holds them)"
+        )
+
+
+# --------------------------------------------------------------------------- health / state
+
+
+def _read_state(layout: Layout) -> dict[str, object]:
+    try:
+        data = json.loads(layout.state_file.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(layout: Layout, state: dict[str, object]) -> None:
+    layout.state_file.write_text(json.dumps(state))
+
+
+def _unhealthy_reason(stack: Stack, pki: Pki, state: dict[str, object]) -> str | None:
+    """None when every process runs and answers and OpenBao was configured; else why not."""
+    if not state.get("configured"):
+        return "not started or not configured"
+    if stack.binaries.aws_plugin is not None and not state.get("aws_plugin"):
+        return "the OpenBao AWS plugin was built after the stack started (restart to mount aws/)"
+    for name in SERVICES:
+        running = procs.find(stack.layout, name)
+        if running is None or not procs.alive(running):
+            return f"{name} is not running"
+    probes: dict[str, Callable[[], bool]] = {
+        "etcd": lambda: health.etcd_healthy(stack.ports.etcd_client),
+        "kube-apiserver": lambda: health.apiserver_ready(stack.kube_api, pki),
+        "kube-controller-manager": lambda: health.controller_manager_healthy(stack.ports.controller_manager),
+        "openbao": lambda: health.bao_healthy(stack.vault_addr),
+        "sts-emulator": lambda: health.emulator_healthy(stack.emulator_admin_url),
+    }
+    for name, probe in probes.items():
+        try:
+            if not probe():
+                return f"{name} does not answer healthy"
+        except OSError as exc:
+            return f"{name} does not answer: {exc}"
+    return None
+
+
+def is_healthy(stack: Stack | None = None) -> bool:
+    stack = stack or Stack.default()
+    if not stack.layout.pki.is_dir() or stack.binaries.missing():
+        return False
+    return _unhealthy_reason(stack, ensure_pki(stack.layout.pki), _read_state(stack.layout)) is None
+
+
+# --------------------------------------------------------------------------- down / status
+
+
+def down(stack: Stack | None = None, quiet: bool = False, keep_logs: bool = True) -> list[str]:
+    """Stop every recorded process (reverse start order), delete data dirs; return the names stopped."""
+    stack = stack or Stack.default()
+    layout = stack.layout
+    order = {name: i for i, name in enumerate(SERVICES)}
+    stopped = []
+    for running in sorted(procs.recorded(layout), key=lambda r: -order.get(r.name, len(SERVICES))):
+        was_alive = procs.alive(running)
+        procs.stop(layout, running)
+        if was_alive:
+            stopped.append(running.name)
+            if not quiet:
+                log(f"stopped {running.name} (pid {running.pid})")
+    shutil.rmtree(layout.data, ignore_errors=True)
+    for path in (layout.env_file, layout.state_file):
+        path.unlink(missing_ok=True)
+    if not keep_logs:
+        shutil.rmtree(layout.logs, ignore_errors=True)
+    leftovers = processes_using(layout.root)
+    if leftovers:
+        log(
+            "WARNING: processes still reference the stack dir (not started by this stack's pid files?): "
+            + ", ".join(f"{pid} {cmd[:80]}" for pid, cmd in leftovers)
+        )
+    elif not quiet:
+        log("stack down" if stopped else "nothing was running")
+    return stopped
+
+
+def processes_using(root: Path) -> list[tuple[int, str]]:
+    """Live processes whose command line mentions ``root`` (a report only; nothing is killed by name)."""
+    needle = str(root).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in cmdline and state != "Z":
+            found.append((int(proc.name), cmdline.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
+def status(stack: Stack | None = None) -> str:
+    stack = stack or Stack.default()
+    lines = []
+    for name in SERVICES:
+        running = procs.find(stack.layout, name)
+        if running is None:
+            lines.append(f"{name:<24} stopped")
+        else:
+            state = "running" if procs.alive(running) else "DEAD (stale pid file)"
+            lines.append(f"{name:<24} pid {running.pid:<8} {state}   log {procs.log_path(stack.layout, name)}")
+    healthy = is_healthy(stack)
+    lines.append(
+        f"healthy: {'yes' if healthy else 'no'}; env: {stack.layout.env_file}"
+        f"{'' if stack.layout.env_file.is_file() else ' (absent)'}"
+    )
+    return "\n".join(lines)

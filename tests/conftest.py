@@ -1,0 +1,74 @@
+"""Shared fixtures. The local stack starts only when a test asks for the ``stack`` fixture.
+
+``stack`` (session): reuses a healthy stack that is already up (``make stack``) and leaves it running;
+otherwise starts one exactly like ``python -m devstack up`` and stops it when the session ends. If it
+cannot start, every test that needs it fails with the reason: never a skip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devstack.env import StackEnv
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test using the stack carries the ``stack`` marker, so ``-m "not stack"`` is reliable."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackEnv]:
+    from devstack import stack as devstack
+    from devstack.procs import StackError
+
+    handle = devstack.Stack.default()
+    if devstack.is_healthy(handle) and handle.layout.env_file.is_file():
+        yield StackEnv.load(handle.layout.env_file)
+        return
+    try:
+        env = devstack.up(handle)
+    except StackError as exc:
+        reason = str(exc)
+    else:
+        reason = ""
+    if reason:
+        pytest.fail(f"the local stack could not start:\n{reason}", pytrace=False)
+    try:
+        yield env
+    finally:
+        devstack.down(handle)
+
+
+@pytest.fixture
+def kube_api(stack: StackEnv) -> Iterator[Any]:
+    """An admin ``kubernetes.client.ApiClient`` (system:masters), closed after the test."""
+    api = stack.api_client()
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def vault(stack: StackEnv) -> Iterator[Any]:
+    """An ``hvac.Client`` with OpenBao's root token."""
+    client = stack.vault()
+    yield client
+    client.adapter.close()
+
+
+@pytest.fixture
+def emulator_admin(stack: StackEnv) -> Any:
+    """``devstack.sts_emulator.admin.EmulatorAdmin`` for the stack's emulator."""
+    return stack.emulator()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short random suffix for names that must not collide on a shared, long-running stack."""
+    return uuid.uuid4().hex[:8]
