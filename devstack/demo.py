@@ -93,7 +93,8 @@ def main() -> int:
                            aws_session_token=first["AWS_SESSION_TOKEN"])
         say(f"GetCallerIdentity with the Secret's credentials: {sts.get_caller_identity()['Arn']}")
         status = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "assumedrolecredentials", f"billing-{suffix}")
-        say(f"status: Ready={status['status']['conditions'][0]['status']} renewalTime={status['status']['renewalTime']}")
+        st = status["status"]
+        say(f"status: Ready={st['conditions'][0]['status']} renewalTime={st['renewalTime']}")
         say("waiting for the rotation ...")
         first_key = first["AWS_ACCESS_KEY_ID"]
         rotated = wait("the rotation", lambda: (s := secret()) and s["AWS_ACCESS_KEY_ID"] != first_key and s, 90)
