@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import boto3
-import botocore.session
+import botocore.configloader
+import botocore.credentials
 import pytest
 
 from devstack.manifests import assumed_role_credential, mfa_identity
@@ -61,30 +61,23 @@ def test_secret_appears_and_every_format_works(stack, kube, team, identity, issu
     expected_arn = f"arn:aws:sts::{identity.account}:assumed-role/{role.split('/')[-1]}/{team}-billing"
     assert who["Arn"] == expected_arn == status["assumedRoleArn"]
 
-    # the credentials file, through botocore's own loader
+    # the credentials file, through botocore's own shared-credentials provider
     creds_file = tmp_path / "credentials"
     creds_file.write_text(data["credentials"])
-    session = botocore.session.Session(profile="billing")
-    session.set_config_variable("credentials_file", str(creds_file))
-    session.set_config_variable("config_file", str(tmp_path / "none"))
-    loaded = session.get_credentials()
+    loaded = botocore.credentials.SharedCredentialProvider(str(creds_file), profile_name="billing").load()
     assert loaded.access_key == data["AWS_ACCESS_KEY_ID"] and loaded.token == data["AWS_SESSION_TOKEN"]
 
-    # credential_process, as an SDK configured with `credential_process = cat <mounted file>` would use it
+    # credential_process, as an SDK configured with `credential_process = cat <mounted file>` runs it
     process_file = tmp_path / "credential_process.json"
     process_file.write_text(data["credential_process.json"])
     config_file = tmp_path / "config"
     config_file.write_text(f"[profile app]\ncredential_process = cat {process_file}\n")
-    env_backup = {k: os.environ.pop(k) for k in list(os.environ)
-                  if k.startswith("AWS_") and k != "AWS_ENDPOINT_URL_STS"}
-    try:
-        proc_session = boto3.Session(botocore_session=botocore.session.Session(profile="app"))
-        proc_session._session.set_config_variable("config_file", str(config_file))
-        proc_session._session.set_config_variable("credentials_file", str(tmp_path / "none"))
-        proc_sts = proc_session.client("sts", endpoint_url=stack.sts_endpoint, region_name="us-east-1")
-        who2 = proc_sts.get_caller_identity()
-    finally:
-        os.environ.update(env_backup)
+    provider = botocore.credentials.ProcessProvider(
+        profile_name="app", load_config=lambda: botocore.configloader.load_config(str(config_file)))
+    from_process = provider.load().get_frozen_credentials()
+    assert from_process.access_key == data["AWS_ACCESS_KEY_ID"]
+    who2 = sts_with(stack, from_process.access_key, from_process.secret_key,
+                    from_process.token).get_caller_identity()
     assert who2["Arn"] == expected_arn
 
     events = kube.events(team, "billing")

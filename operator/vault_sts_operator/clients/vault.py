@@ -24,6 +24,7 @@ from vault_sts_operator.api import reasons
 from vault_sts_operator.api.specs import VaultConnection
 from vault_sts_operator.clients.vault_auth import AuthStrategy, Login
 from vault_sts_operator.domain.credentials import AccessKey, TemporaryCredentials, TotpCode
+from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.errors import VaultError
 from vault_sts_operator.domain.totp import time_step
 
@@ -161,8 +162,10 @@ class VaultSession:
             raise VaultError(f"Vault returned no code at {path}", reason=reasons.VAULT_PATH_NOT_FOUND,
                              transient=False)
         data = response["data"]
-        period = int(data.get("period") or default_period)
-        return TotpCode(code=str(data["code"]), step=time_step(now, period), period=period)
+        period = _period(data.get("period"), default_period)
+        # OpenBao says when it generated the code; HashiCorp Vault does not, so our clock stands in.
+        generated = float(data.get("generated") or now)
+        return TotpCode(code=str(data["code"]), step=time_step(generated, period), period=period)
 
     def aws_session_token(self, mount: str, role: str, mfa_code: str, ttl_seconds: int) -> TemporaryCredentials:
         """Vault >= 1.16 `session_token` role: Vault calls GetSessionToken with the MFA code."""
@@ -178,6 +181,18 @@ class VaultSession:
             path, role_arn=role_arn, role_session_name=session_name, ttl=f"{ttl_seconds}s"))
         creds = _credentials_from_aws_engine(response, path, ttl_seconds)
         return creds
+
+
+def _period(raw: Any, default: int) -> int:
+    """Vault reports the period as seconds (30) or a duration ("30s")."""
+    if raw in (None, ""):
+        return default
+    if isinstance(raw, int | float):
+        return int(raw)
+    try:
+        return int(parse_duration(str(raw))) if not str(raw).isdigit() else int(str(raw))
+    except ValueError:
+        return default
 
 
 def _credentials_from_aws_engine(response: Any, path: str, ttl_seconds: int) -> TemporaryCredentials:
