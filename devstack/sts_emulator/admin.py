@@ -205,6 +205,10 @@ class EmulatorAdmin:
     def counters(self) -> CountersInfo:
         return cast(CountersInfo, self._call("GET", "counters"))
 
+    def spent_codes(self) -> list[str]:
+        """Every TOTP code the emulator accepted (already spent): for leak scans."""
+        return [str(c) for c in cast(dict[str, Any], self._call("GET", "spent-codes"))["codes"]]
+
     def reset_counters(self) -> None:
         self._call("POST", "counters/reset", {})
 

@@ -19,10 +19,15 @@ class Counters:
     codes_refused_by_serial: Counter[str] = field(default_factory=Counter)
     codes_reused_by_serial: Counter[str] = field(default_factory=Counter)
     accepted_codes: list[dict[str, Any]] = field(default_factory=list)
+    # The spent codes themselves, for leak scans only (GET /_emulator/spent-codes; never in counters).
+    spent_codes: list[str] = field(default_factory=list)
     issued: int = 0
 
-    def code_accepted(self, serial: str, step: int, at: float) -> None:
+    def code_accepted(self, serial: str, step: int, at: float, code: str = "") -> None:
         self.codes_accepted += 1
+        if code:
+            self.spent_codes.append(code)
+            del self.spent_codes[:-MAX_ACCEPTED_LOG]
         self.codes_accepted_by_serial[serial] += 1
         self.accepted_codes.append({"serial": serial, "step": step, "at": at})
         del self.accepted_codes[:-MAX_ACCEPTED_LOG]

@@ -295,6 +295,11 @@ class Emulator:
         with self._lock:
             return self.counters.to_json()
 
+    def spent_codes(self) -> list[str]:
+        """Codes AWS would have accepted: already spent, exposed so tests can scan logs for them."""
+        with self._lock:
+            return list(self.counters.spent_codes)
+
     def reset_counters(self) -> None:
         with self._lock:
             self.counters = Counters()

@@ -234,6 +234,8 @@ class Handler(BaseHTTPRequestHandler):
                 }
             case ("GET", ["counters"]):
                 return emulator.counters_json()
+            case ("GET", ["spent-codes"]):
+                return {"codes": emulator.spent_codes()}
             case ("POST", ["counters", "reset"]):
                 emulator.reset_counters()
                 return {"ok": True}

@@ -90,7 +90,7 @@ def _prove_mfa(
     if not result.accepted or result.step is None:
         counters.code_refused(serial, reused=result.outcome is mfa.Outcome.REUSED)
         raise errors.access_denied(errors.MFA_INVALID_CODE)
-    counters.code_accepted(serial, result.step, now)
+    counters.code_accepted(serial, result.step, now, code)
     return now
 
 
