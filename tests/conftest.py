@@ -7,13 +7,21 @@ cannot start, every test that needs it fails with the reason: never a skip.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack.env import StackEnv
+from devstack.manifests import GROUP
+from devstack.operator_run import OPERATOR_NAMESPACE
+from tests.e2e.helpers import ARC, MFAID, kubectl
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASE = "vault-sts-operator"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -72,3 +80,25 @@ def emulator_admin(stack: StackEnv) -> Any:
 def unique() -> str:
     """A short random suffix for names that must not collide on a shared, long-running stack."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def crds(stack: StackEnv) -> None:
+    kubectl(stack, "apply", "-f", str(ROOT / "crds"))
+    kubectl(stack, "wait", "--for=condition=Established", "--timeout=60s",
+            f"crd/{ARC}.{GROUP}", f"crd/{MFAID}.{GROUP}")
+
+
+def helm(stack: StackEnv, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    binary = stack.extra.get("VSO_HELM")
+    assert binary, "helm is not built (devstack/build.sh helm)"
+    return subprocess.run([binary, *args], capture_output=True, text=True, check=check,
+                          env=stack.subprocess_env(), timeout=120)
+
+
+@pytest.fixture(scope="session")
+def chart_release(stack: StackEnv, crds: None) -> str:
+    """The Helm chart installed on the real apiserver (no kubelet here, so its pods never run)."""
+    helm(stack, "upgrade", "--install", RELEASE, str(ROOT / "charts" / "vault-sts-operator"),
+         "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--set", f"vault.address={stack.vault_addr}")
+    return RELEASE

@@ -1,122 +1,20 @@
-"""End-to-end fixtures: CRDs applied on the real apiserver, the operator running as a process."""
+"""End-to-end fixtures: CRDs applied on the real apiserver, the chart installed, the operator running."""
 
 from __future__ import annotations
 
-import base64
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from devstack.env import StackEnv
-from devstack.manifests import GROUP, VERSION
-from devstack.operator_run import OperatorProcess
+from devstack.kubeconfig import kubeconfig_for_service_account
+from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA, OperatorProcess
+from tests.e2e.helpers import Kube
 
 ROOT = Path(__file__).resolve().parents[2]
-ARC = "assumedrolecredentials"
-MFAID = "mfaidentities"
-
-
-def kubectl(stack: StackEnv, *args: str, stdin: str | None = None, check: bool = True
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=check,
-                          env=stack.subprocess_env(), timeout=60)
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-class Kube:
-    """Thin helpers over the admin client, for readable tests."""
-
-    def __init__(self, stack: StackEnv) -> None:
-        self.stack = stack
-        self.api = stack.api_client()
-        self.core = client.CoreV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
-        self.apps = client.AppsV1Api(self.api)
-
-    def namespace(self, name: str) -> str:
-        try:
-            self.core.create_namespace({"metadata": {"name": name}})
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        return name
-
-    def apply_identity(self, manifest: dict[str, Any]) -> None:
-        name = manifest["metadata"]["name"]
-        try:
-            self.custom.create_cluster_custom_object(GROUP, VERSION, MFAID, manifest)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            current = self.custom.get_cluster_custom_object(GROUP, VERSION, MFAID, name)
-            manifest = {**manifest, "metadata": {**manifest["metadata"],
-                                                 "resourceVersion": current["metadata"]["resourceVersion"]}}
-            self.custom.replace_cluster_custom_object(GROUP, VERSION, MFAID, name, manifest)
-
-    def create_credential(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        ns = manifest["metadata"]["namespace"]
-        return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, ARC, manifest))
-
-    def credential(self, ns: str, name: str) -> dict[str, Any]:
-        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, ARC, name))
-
-    def patch_credential(self, ns: str, name: str, patch: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, ARC, name, patch)
-
-    def delete_credential(self, ns: str, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, ARC, name)
-
-    def ready(self, ns: str, name: str) -> dict[str, str] | None:
-        status = self.credential(ns, name).get("status") or {}
-        for cond in status.get("conditions") or ():
-            if cond.get("type") == "Ready":
-                return dict(cond)
-        return None
-
-    def wait_ready(self, ns: str, name: str, timeout: float = 60.0) -> dict[str, Any]:
-        wait_for(f"{ns}/{name} Ready=True", lambda: (self.ready(ns, name) or {}).get("status") == "True", timeout)
-        return self.credential(ns, name)
-
-    def wait_reason(self, ns: str, name: str, reason: str, timeout: float = 60.0) -> dict[str, str]:
-        return dict(wait_for(f"{ns}/{name} Ready=False reason {reason}",
-                             lambda: (c := self.ready(ns, name)) and c.get("status") == "False"
-                             and c.get("reason") == reason and c, timeout))
-
-    def secret(self, ns: str, name: str) -> dict[str, Any] | None:
-        try:
-            raw = self.core.read_namespaced_secret(name, ns)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return {"metadata": raw.metadata,
-                "data": {k: base64.b64decode(v).decode() for k, v in (raw.data or {}).items()}}
-
-    def events(self, ns: str, name: str) -> list[Any]:
-        return list(self.core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items)
-
-
-@pytest.fixture(scope="session")
-def crds(stack: StackEnv) -> None:
-    kubectl(stack, "apply", "-f", str(ROOT / "crds"))
-    kubectl(stack, "wait", "--for=condition=Established", "--timeout=60s",
-            f"crd/{ARC}.{GROUP}", f"crd/{MFAID}.{GROUP}")
+RELEASE = "vault-sts-operator"
 
 
 @pytest.fixture(scope="session")
@@ -127,8 +25,12 @@ def kube(stack: StackEnv) -> Iterator[Kube]:
 
 
 @pytest.fixture(scope="session")
-def operator(stack: StackEnv, crds: None) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(stack)
+def operator(stack: StackEnv, chart_release: str) -> Iterator[OperatorProcess]:
+    """The operator as a local process, with exactly the chart's RBAC (its ServiceAccount's kubeconfig)
+    and kopf peering as the chart configures it: every end-to-end test proves the RBAC is enough."""
+    kubeconfig = kubeconfig_for_service_account(stack, OPERATOR_NAMESPACE, OPERATOR_SA,
+                                                stack.stack_dir / "operator-sa.kubeconfig")
+    proc = OperatorProcess(stack, kubeconfig=kubeconfig, extra_args=["--peering", "vault-sts-operator"])
     proc.start()
     yield proc
     proc.stop()

@@ -9,7 +9,7 @@ import yaml
 
 from devstack.manifests import assumed_role_credential, mfa_identity
 from devstack.seed import RoleSpec, seed_identity
-from tests.e2e.conftest import kubectl
+from tests.e2e.helpers import kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -28,7 +28,8 @@ def identity(stack, kube, team, unique):
 
 def assert_no_secret_and_warning(kube, ns, name, reason):
     assert kube.secret(ns, name) is None
-    assert any(e.reason == reason and e.type == "Warning" for e in kube.events(ns, name))
+    wait_for(f"a Warning Event {reason}",
+             lambda: any(e.reason == reason and e.type == "Warning" for e in kube.events(ns, name)), timeout=15)
 
 
 def test_namespace_outside_allow_list(kube, identity, unique):
