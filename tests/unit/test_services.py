@@ -186,3 +186,28 @@ def test_classify_expired_session():
 def test_classify_connection_error_does_not_spend_code():
     err = classify(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), "AssumeRole")
     assert err.code_spent is False and err.transient is True
+
+
+def test_fair_limiter_leaves_room_for_other_identities():
+    from vault_sts_operator.services.limiter import FairLimiter
+
+    limiter = FairLimiter(4)
+    active: dict[str, int] = {"a": 0, "b": 0}
+    peak: dict[str, int] = {"a": 0, "b": 0}
+    b_done_while_a_busy: list[bool] = []
+
+    async def call(key: str, hold: float) -> None:
+        async with limiter.slot(key):
+            active[key] += 1
+            peak[key] = max(peak[key], active[key])
+            await asyncio.sleep(hold)
+            if key == "b":
+                b_done_while_a_busy.append(active["a"] > 0)
+            active[key] -= 1
+
+    async def run() -> None:
+        await asyncio.gather(*(call("a", 0.01) for _ in range(40)), call("b", 0.0))
+
+    asyncio.run(run())
+    assert peak["a"] == limiter.per_key_limit == 3
+    assert b_done_while_a_busy == [True]  # b got a slot while a still had work queued

@@ -20,12 +20,16 @@ from vault_sts_operator.config import OperatorConfig
 log = logging.getLogger(__name__)
 
 
-def _load_kube_config() -> kubernetes.client.ApiClient:
+def _load_kube_config(pool_size: int) -> kubernetes.client.ApiClient:
+    configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
+        kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    # One pooled connection per worker thread: the default (5 per CPU) makes urllib3 discard
+    # connections and redo TLS handshakes when many credentials rotate at once.
+    configuration.connection_pool_maxsize = pool_size
+    return kubernetes.client.ApiClient(configuration)
 
 
 def post_event(body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
@@ -42,6 +46,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=c.GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING if not config.verbose else logging.INFO
     settings.posting.enabled = True
+    settings.posting.worker_limit = 16  # bound Event posting when a thousand credentials issue together
     # Watches: reconnect well before load balancers cut idle streams (kopf docs, "Configuration").
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -49,7 +54,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = config.worker_threads
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="vso"))
-    api_client = await asyncio.to_thread(_load_kube_config)
+    api_client = await asyncio.to_thread(_load_kube_config, config.worker_threads)
     memo["services"] = build_services(config, api_client, post_event)
     metrics.serve(config.metrics_port)
     log.info("vault-sts-operator started (instance %s, namespaces %s)", config.instance_id,

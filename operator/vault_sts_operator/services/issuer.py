@@ -19,6 +19,7 @@ from vault_sts_operator.clients.vault import VaultSession
 from vault_sts_operator.clients.vault_factory import VaultSessionFactory
 from vault_sts_operator.domain.credentials import TemporaryCredentials, TotpCode
 from vault_sts_operator.domain.errors import InvalidSpecError, MfaCodeRejectedError, SessionInvalidError, VaultError
+from vault_sts_operator.services.limiter import FairLimiter
 from vault_sts_operator.services.mfa_device import MfaDeviceGuard
 from vault_sts_operator.services.mfa_sessions import MfaSessionCache
 
@@ -41,12 +42,12 @@ class CredentialIssuer:
         self._vault = vault
         self._sts = sts
         self._devices = devices
-        self._sts_slots = asyncio.Semaphore(sts_concurrency)
+        self._sts_slots = FairLimiter(sts_concurrency)
         self._on_session = on_session
         self.sessions = MfaSessionCache(self._create_session)
 
-    async def _sts_call(self, fn: Callable[[], T]) -> T:
-        async with self._sts_slots:
+    async def _sts_call(self, identity: IdentitySpec, fn: Callable[[], T]) -> T:
+        async with self._sts_slots.slot(identity.name):
             return await asyncio.to_thread(fn)
 
     async def _vault_session(self, identity: IdentitySpec) -> VaultSession:
@@ -69,7 +70,7 @@ class CredentialIssuer:
                                           source.access_key_id_key, source.secret_access_key_key)
 
             async def use(code: str) -> TemporaryCredentials:
-                return await self._sts_call(lambda: self._sts.get_session_token(
+                return await self._sts_call(identity, lambda: self._sts.get_session_token(
                     region=identity.sts_region, endpoint=identity.sts_endpoint, key=key,
                     serial=identity.mfa_serial, code=code, duration_seconds=identity.session_duration))
         elif source.credential_type == "sessionToken":
@@ -110,7 +111,7 @@ class CredentialIssuer:
         for attempt in (1, 2):
             session = await self.sessions.get(identity)
             try:
-                return await self._sts_call(lambda s=session: self._sts.assume_role(  # type: ignore[misc]
+                return await self._sts_call(identity, lambda s=session: self._sts.assume_role(  # type: ignore[misc]
                     region=identity.sts_region, endpoint=identity.sts_endpoint, key_id=s.access_key_id,
                     secret=s.secret_access_key, token=s.session_token, request=request))
             except SessionInvalidError:
@@ -131,7 +132,7 @@ class CredentialIssuer:
             return await self._fetch_code(identity)
 
         async def use(code: str) -> TemporaryCredentials:
-            return await self._sts_call(lambda: self._sts.assume_role(
+            return await self._sts_call(identity, lambda: self._sts.assume_role(
                 region=identity.sts_region, endpoint=identity.sts_endpoint, key_id=key.access_key_id,
                 secret=key.secret_access_key, token=None, request=request, serial=identity.mfa_serial, code=code))
 
