@@ -84,7 +84,8 @@ class OperatorProcess:
                "PYTHONUNBUFFERED": "1"}
         env.pop("VAULT_TOKEN", None)  # the operator must log in to Vault itself
         env.pop("BAO_TOKEN", None)
-        argv = [sys.executable, "-m", "vault_sts_operator", "run", "--all-namespaces",
+        scope = [] if {"-n", "--namespace"} & set(self.extra_args) else ["--all-namespaces"]
+        argv = [sys.executable, "-m", "vault_sts_operator", "run", *scope,
                 "--metrics-port", str(self.metrics_port),
                 "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
                 "--lease-namespace", self.namespace,
