@@ -20,6 +20,7 @@ from vault_sts_operator.domain.errors import IssuingError
 from vault_sts_operator.services.issuer import CredentialIssuer
 from vault_sts_operator.services.mfa_device import MfaDeviceGuard
 from vault_sts_operator.services.reconciler import CredentialReconciler, EventSink
+from vault_sts_operator.services.restarts import RolloutRestarter
 from vault_sts_operator.services.secret_writer import SecretWriter
 from vault_sts_operator.services.wakeups import Wakeups
 
@@ -50,5 +51,7 @@ def build_services(config: OperatorConfig, api_client: kubernetes.client.ApiClie
 
     issuer = CredentialIssuer(vault=vault, sts=StsGateway(max_pool=config.sts_concurrency * 2), devices=devices,
                               sts_concurrency=config.sts_concurrency, on_session=record_session)
-    reconciler = CredentialReconciler(kube=kube, issuer=issuer, writer=SecretWriter(kube), events=events)
+    reconciler = CredentialReconciler(
+        kube=kube, issuer=issuer, writer=SecretWriter(kube), events=events,
+        restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds))
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, wakeups=Wakeups())

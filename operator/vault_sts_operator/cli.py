@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--peering", default="", metavar="NAME",
                      help="kopf peering name: replicas with one name keep one active (default: standalone)")
     run.add_argument("--sts-concurrency", type=int, default=16, help="STS calls in flight at most")
+    run.add_argument("--restart-debounce", type=float, default=10.0, metavar="SECONDS",
+                     help="rollout restarts asked for within this window are done once")
     return parser
 
 
@@ -78,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         lease_namespace=args.lease_namespace,
         peering_name=args.peering,
         sts_concurrency=args.sts_concurrency,
+        restart_debounce_seconds=args.restart_debounce,
     )
 
 

@@ -23,3 +23,4 @@ class OperatorConfig:
     peering_name: str = ""  # empty: standalone (no kopf peering)
     sts_concurrency: int = 16
     worker_threads: int = 32
+    restart_debounce_seconds: float = 10.0

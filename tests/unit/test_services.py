@@ -211,3 +211,35 @@ def test_fair_limiter_leaves_room_for_other_identities():
     asyncio.run(run())
     assert peak["a"] == limiter.per_key_limit == 3
     assert b_done_while_a_busy == [True]  # b got a slot while a still had work queued
+
+
+def test_rollout_restarts_are_debounced():
+    from vault_sts_operator.domain.errors import KubernetesError
+    from vault_sts_operator.services.restarts import RolloutRestarter
+
+    class FakeKube:
+        def __init__(self) -> None:
+            self.restarts: list[tuple[str, str, str]] = []
+
+        def restart_workload(self, kind: str, namespace: str, name: str, stamp: str) -> None:
+            if name == "broken":
+                raise KubernetesError("restarting Deployment ns/broken: HTTP 404")
+            self.restarts.append((kind, namespace, name))
+
+    kube = FakeKube()
+    failures: list[str] = []
+    restarter = RolloutRestarter(kube, debounce_seconds=0.05)  # type: ignore[arg-type]
+
+    async def run() -> list[bool]:
+        asked = [restarter.request(("Deployment", "ns", "app"), lambda t, m: failures.append(m)) for _ in range(5)]
+        asked.append(restarter.request(("StatefulSet", "ns", "db"), lambda t, m: failures.append(m)))
+        asked.append(restarter.request(("Deployment", "ns", "broken"), lambda t, m: failures.append(m)))
+        await restarter.drain()
+        asked.append(restarter.request(("Deployment", "ns", "app"), lambda t, m: failures.append(m)))
+        await restarter.drain()
+        return asked
+
+    asked = asyncio.run(run())
+    assert asked == [True, False, False, False, False, True, True, True]
+    assert kube.restarts == [("Deployment", "ns", "app"), ("StatefulSet", "ns", "db"), ("Deployment", "ns", "app")]
+    assert failures == ["restarting Deployment ns/broken: HTTP 404"]

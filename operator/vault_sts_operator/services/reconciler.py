@@ -26,6 +26,7 @@ from vault_sts_operator.domain.decisions import Decision, IssuedRecord, Trigger,
 from vault_sts_operator.domain.errors import IssuingError, NotAllowedError
 from vault_sts_operator.domain.renewal import backoff_delay, renewal_time
 from vault_sts_operator.services.issuer import CredentialIssuer
+from vault_sts_operator.services.restarts import RolloutRestarter
 from vault_sts_operator.services.secret_writer import SecretWriter
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,10 @@ class CredentialReconciler:
         issuer: CredentialIssuer,
         writer: SecretWriter,
         events: EventSink,
+        restarter: RolloutRestarter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._restarter = restarter
         self._kube = kube
         self._issuer = issuer
         self._writer = writer
@@ -138,8 +141,8 @@ class CredentialReconciler:
         self._events(body, type="Normal", reason="Issued" if previous is None else "Rotated", message=message)
         metrics.ROTATIONS.labels(namespace=spec.namespace, trigger=trigger.name.lower()).inc()
         log.info("%s/%s: %s", spec.namespace, spec.name, message)
-        if previous is not None and spec.rollout_restart_targets:
-            await self._restart_consumers(body, spec, issued_at)
+        if previous is not None:  # a rotation, not a first issue: consumers hold old credentials
+            self._restart_consumers(body, spec)
         return record
 
     async def _report_current(self, body: Mapping[str, Any], spec: CredentialSpec, record: IssuedRecord,
@@ -191,11 +194,12 @@ class CredentialReconciler:
         if not repeated:  # one Event per distinct failure, not one per retry
             self._events(body, type="Warning", reason=exc.reason, message=exc.message)
 
-    async def _restart_consumers(self, body: Mapping[str, Any], spec: CredentialSpec, issued_at: datetime) -> None:
-        stamp = format_time(issued_at)
+    def _restart_consumers(self, body: Mapping[str, Any], spec: CredentialSpec) -> None:
+        if self._restarter is None:
+            return
+
+        def report(target: tuple[str, str, str], message: str) -> None:
+            self._events(body, type="Warning", reason="RolloutRestartFailed", message=message)
+
         for target in spec.rollout_restart_targets:
-            try:
-                await asyncio.to_thread(self._kube.restart_workload, target.kind, spec.namespace, target.name, stamp)
-                metrics.ROLLOUT_RESTARTS.labels(kind=target.kind).inc()
-            except IssuingError as exc:
-                self._events(body, type="Warning", reason="RolloutRestartFailed", message=exc.message)
+            self._restarter.request((target.kind, spec.namespace, target.name), report)

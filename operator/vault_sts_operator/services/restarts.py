@@ -1,0 +1,57 @@
+"""Rollout restarts of consumers after a rotation, debounced.
+
+Several credentials that feed one Deployment often rotate within seconds of each
+other; each rotation asks for a restart, and one restart per window serves them
+all. Restarts follow rotations only: an operator restart issues nothing, so it
+restarts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from vault_sts_operator import metrics
+from vault_sts_operator.api.timefmt import format_time
+from vault_sts_operator.clients.kube import KubeGateway
+from vault_sts_operator.domain.errors import IssuingError
+
+log = logging.getLogger(__name__)
+
+Target = tuple[str, str, str]  # (kind, namespace, name)
+FailureReporter = Callable[[Target, str], None]
+
+
+class RolloutRestarter:
+    def __init__(self, kube: KubeGateway, *, debounce_seconds: float = 10.0,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._kube = kube
+        self._debounce = debounce_seconds
+        self._clock = clock
+        self._pending: dict[Target, asyncio.Task[None]] = {}
+
+    def request(self, target: Target, on_failure: FailureReporter) -> bool:
+        """Ask for a restart of `target`; False when one is already pending (debounced)."""
+        if target in self._pending:
+            return False
+        self._pending[target] = asyncio.get_running_loop().create_task(self._restart_later(target, on_failure))
+        return True
+
+    async def _restart_later(self, target: Target, on_failure: FailureReporter) -> None:
+        try:
+            await asyncio.sleep(self._debounce)
+            kind, namespace, name = target
+            await asyncio.to_thread(self._kube.restart_workload, kind, namespace, name, format_time(self._clock()))
+            metrics.ROLLOUT_RESTARTS.labels(kind=kind).inc()
+            log.info("restarted %s %s/%s after a credential rotation", kind, namespace, name)
+        except IssuingError as exc:
+            on_failure(target, exc.message)
+        finally:
+            self._pending.pop(target, None)
+
+    async def drain(self) -> None:
+        """Wait for pending restarts (tests; shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending.values(), return_exceptions=True)
