@@ -243,3 +243,15 @@ def test_rollout_restarts_are_debounced():
     assert asked == [True, False, False, False, False, True, True, True]
     assert kube.restarts == [("Deployment", "ns", "app"), ("StatefulSet", "ns", "db"), ("Deployment", "ns", "app")]
     assert failures == ["restarting Deployment ns/broken: HTTP 404"]
+
+
+def test_sts_clients_are_reused_and_bounded():
+    from vault_sts_operator.clients.sts import StsGateway
+
+    gateway = StsGateway(max_clients=2)
+    first = gateway._client("us-east-1", "http://127.0.0.1:1", "AKIA1", "s", None, carries_code=False)
+    assert gateway._client("us-east-1", "http://127.0.0.1:1", "AKIA1", "s", None, carries_code=False) is first
+    gateway._client("us-east-1", "http://127.0.0.1:1", "AKIA2", "s", None, carries_code=False)
+    gateway._client("us-east-1", "http://127.0.0.1:1", "AKIA3", "s", None, carries_code=False)
+    assert len(gateway._clients) == 2
+    assert gateway._client("us-east-1", "http://127.0.0.1:1", "AKIA1", "s", None, carries_code=False) is not first

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -77,10 +78,13 @@ def classify(exc: Exception, action: str, *, with_session: bool = False) -> StsE
 class StsGateway:
     """Makes the three STS calls the flow needs, for any credentials and endpoint."""
 
-    def __init__(self, *, connect_timeout: float = 5, read_timeout: float = 20, max_pool: int = 32) -> None:
+    def __init__(self, *, connect_timeout: float = 5, read_timeout: float = 20, max_pool: int = 32,
+                 max_clients: int = 64) -> None:
         self._session = boto3.session.Session()
         self._build_lock = threading.Lock()
-        self._clients: dict[tuple[str, str, str, bool], STSClient] = {}
+        # Bounded: MFA sessions and keys are replaced over time; old clients must not pile up.
+        self._clients: OrderedDict[tuple[str, str, str, bool], STSClient] = OrderedDict()
+        self._max_clients = max_clients
         self._no_retry = botocore.config.Config(
             retries={"max_attempts": 1, "mode": "standard"},
             connect_timeout=connect_timeout, read_timeout=read_timeout, max_pool_connections=max_pool)
@@ -91,9 +95,6 @@ class StsGateway:
     def _client(self, region: str, endpoint: str, key_id: str, secret: str, token: str | None,
                 *, carries_code: bool) -> STSClient:
         cache_key = (region, endpoint, key_id, carries_code)
-        client = self._clients.get(cache_key)
-        if client is not None:
-            return client
         with self._build_lock:
             client = self._clients.get(cache_key)
             if client is None:
@@ -102,6 +103,10 @@ class StsGateway:
                     aws_access_key_id=key_id, aws_secret_access_key=secret, aws_session_token=token,
                     config=self._no_retry if carries_code else self._retrying)
                 self._clients[cache_key] = client
+                while len(self._clients) > self._max_clients:
+                    self._clients.popitem(last=False)
+            else:
+                self._clients.move_to_end(cache_key)
         return client
 
     def forget(self, access_key_id: str) -> None:
