@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv build stack stack-down demo test test-unit lint clean
+.PHONY: venv build stack stack-down demo test test-unit lint lock check-image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: $(STAMP) build lint
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
+
+lock: $(STAMP)  ## regenerate requirements/operator.lock and build.lock (hashed; see scripts/lock.sh)
+	bash scripts/lock.sh
+
+check-image: $(STAMP)  ## lint the Dockerfile and run its install steps in a fresh venv (no Docker needed)
+	$(VENV)/bin/hadolint Dockerfile
+	bash scripts/check_image_recipe.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
