@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 _NS = "vault_sts_operator"
@@ -9,6 +11,9 @@ _NS = "vault_sts_operator"
 SECONDS_UNTIL_EXPIRY = Gauge(
     f"{_NS}_credential_seconds_until_expiry", "Seconds until the issued credentials of a Secret expire",
     ["namespace", "name"])
+EXPIRATION_TIMESTAMP = Gauge(
+    f"{_NS}_credential_expiration_timestamp_seconds",
+    "Unix time at which the credentials in a Secret expire (alert on this minus time())", ["namespace", "name"])
 ROTATIONS = Counter(f"{_NS}_rotations_total", "Credentials issued into Secrets", ["namespace", "trigger"])
 FAILURES = Counter(f"{_NS}_failures_total", "Failed issuing attempts by condition reason", ["reason"])
 MFA_WAITS = Counter(f"{_NS}_mfa_waits_total", "Waits for the next TOTP period because the current code was spent")
@@ -21,6 +26,13 @@ VAULT_LATENCY = Histogram(f"{_NS}_vault_request_seconds", "Vault request latency
 STS_CALLS = Counter(f"{_NS}_sts_requests_total", "STS requests", ["action", "outcome"])
 STS_LATENCY = Histogram(f"{_NS}_sts_request_seconds", "STS request latency", ["action"])
 ROLLOUT_RESTARTS = Counter(f"{_NS}_rollout_restarts_total", "Workloads restarted after a rotation", ["kind"])
+
+
+def forget_credential(namespace: str, name: str) -> None:
+    """Drop the per-credential series of a deleted AssumedRoleCredential."""
+    for gauge in (SECONDS_UNTIL_EXPIRY, EXPIRATION_TIMESTAMP):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
 
 
 def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:

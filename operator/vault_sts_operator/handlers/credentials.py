@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from vault_sts_operator import metrics
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.app import Services
 from vault_sts_operator.domain.renewal import backoff_delay
@@ -58,6 +59,8 @@ async def credential_daemon(body: kopf.Body, namespace: str, name: str, memo: ko
             await _sleep_or_stop(services, key, delay, stopped)
     finally:
         services.wakeups.unregister(key)
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            metrics.forget_credential(namespace, name)
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.CREDENTIAL_PLURAL)  # type: ignore[arg-type]

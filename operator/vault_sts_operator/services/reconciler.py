@@ -91,6 +91,7 @@ class CredentialReconciler:
             renew_at = self._renew_at(spec, record)
             metrics.SECONDS_UNTIL_EXPIRY.labels(namespace=namespace, name=name).set(
                 (record.expiration - self._clock()).total_seconds())
+            metrics.EXPIRATION_TIMESTAMP.labels(namespace=namespace, name=name).set(record.expiration.timestamp())
             return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), MAX_SLEEP_SECONDS),
                               ready=True, failures=0)
         except IssuingError as exc:
