@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -117,9 +118,7 @@ class ProcSampler:
         return self._status().get("VmHWM", 0) / 1024
 
     def cpu_s(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
+        return proc_cpu_s(self.pid)  # utime + stime (fields 14 and 15 of /proc/<pid>/stat)
 
     def peak_mb(self) -> float:
         with contextlib.suppress(OSError):
@@ -140,6 +139,26 @@ class ProcSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def proc_cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_snapshot(operator_pid: int) -> dict[str, float]:
+    """CPU seconds of every stack process, the operator and this benchmark (where the cores went)."""
+    from devstack import procs
+    from devstack.layout import Layout
+
+    out = {running.name: proc_cpu_s(running.pid) for running in procs.recorded(Layout.default())}
+    out["operator"] = proc_cpu_s(operator_pid)
+    out["benchmark"] = proc_cpu_s(os.getpid())
+    return out
 
 
 def prometheus_by_label(text: str, metric: str, label: str) -> dict[str, float]:
@@ -440,6 +459,30 @@ def apply_and_wait(cluster: Cluster, namespace: str, identity: SeededIdentity, c
     return batch
 
 
+@contextlib.contextmanager
+def profiling(pid: int, path: Path | None) -> Iterator[None]:
+    """py-spy record of the operator while the block runs (.svg: flame graph; else collapsed stacks)."""
+    if path is None:
+        yield
+        return
+    fmt = "flamegraph" if path.suffix == ".svg" else "raw"
+    spy = Path(sys.executable).with_name("py-spy")
+    proc = subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "50", "--nonblocking", "--gil",
+                             "--format", fmt, "--output", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log(f"py-spy profile written to {path}" if path.exists() else
+            f"py-spy wrote nothing: {(proc.stderr.read() if proc.stderr else b'').decode()[-300:]}")
+
+
 # --------------------------------------------------------------------------- phases
 
 
@@ -471,9 +514,13 @@ class Bench:
         before = self.cluster.counts()
         cpu0 = self.sampler.cpu_s()
         log(f"phase {suffix}: {count} CRs (mfa: session) on identity {identity.name}")
-        batch = apply_and_wait(self.cluster, namespace, identity, count, prefix="cred",
-                               threads=self.args.apply_threads, timeout=self.args.timeout)
+        profile = self.args.profile if suffix == "main" else None
+        cpu_before = cpu_snapshot(self.sampler.pid)
+        with profiling(self.sampler.pid, profile):
+            batch = apply_and_wait(self.cluster, namespace, identity, count, prefix="cred",
+                                   threads=self.args.apply_threads, timeout=self.args.timeout)
         cpu1 = self.sampler.cpu_s()
+        cpu_after = cpu_snapshot(self.sampler.pid)
         delta = self.cluster.counts().minus(before)
         result: dict[str, Any] = {
             **batch.summary(),
@@ -486,6 +533,8 @@ class Bench:
             "failures": delta["failures"],
             "operator_cpu_s": round(cpu1 - cpu0, 2),
             "operator_rss_mb_after": round(self.sampler.rss_mb(), 1),
+            # CPU seconds per process from the first apply until all were Ready (2 cores: 2 s per second).
+            "cpu_s_by_process": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in sorted(cpu_after)},
         }
         log(f"phase {suffix}: {json.dumps(batch.summary())}")
         if idle:
@@ -636,9 +685,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin", action="store_true",
                         help="run the operator with the admin kubeconfig instead of the chart's ServiceAccount")
     parser.add_argument("--operator-arg", action="append", default=[], help="extra operator argument")
+    parser.add_argument("--operator-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the operator (e.g. MALLOC_ARENA_MAX=2)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (last line)")
     parser.add_argument("--plot", type=Path, help="write a PNG of time-to-all-Ready against N")
     parser.add_argument("--sizes", default="10,100,1000", help="N values for --plot (comma-separated)")
+    parser.add_argument("--profile", type=Path,
+                        help="py-spy record (GIL holder: CPU) of the operator, main phase (.svg: flame graph)")
     parser.add_argument("--keep-stack", action="store_true", help="leave a stack this run started running")
     return parser.parse_args(argv)
 
@@ -667,7 +720,13 @@ def operator_running(args: argparse.Namespace, stack: StackEnv) -> Iterator[Oper
                                                     stack.stack_dir / "bench-operator-sa.kubeconfig")
         extra += ["--peering", "vault-sts-operator"]
     operator = OperatorProcess(stack, name="bench-operator", kubeconfig=kubeconfig, extra_args=extra)
-    operator.start()
+    saved = dict(os.environ)
+    os.environ.update(item.split("=", 1) for item in args.operator_env)  # OperatorProcess passes os.environ on
+    try:
+        operator.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     try:
         yield operator
     finally:
@@ -724,6 +783,8 @@ def run(args: argparse.Namespace, stack: StackEnv) -> int:
             "sizes": {str(k): v for k, v in sorted(sizes_done.items())},
             "details": ours,
             "sts_concurrency": args.sts_concurrency,
+            "operator_args": args.operator_arg,
+            "operator_env": args.operator_env,
             **info,
         }
         if args.plot:
