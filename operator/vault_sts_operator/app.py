@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import kubernetes.client
-
 from vault_sts_operator.api.specs import IdentitySpec
 from vault_sts_operator.api.timefmt import format_time
 from vault_sts_operator.clients.kube import KubeGateway
+from vault_sts_operator.clients.kube_rest import KubeRest
 from vault_sts_operator.clients.leases import LeaseStepStore
 from vault_sts_operator.clients.sts import StsGateway
 from vault_sts_operator.clients.vault_factory import VaultSessionFactory
@@ -35,12 +35,15 @@ class Services:
     issuer: CredentialIssuer
     reconciler: CredentialReconciler
     wakeups: Wakeups
+    # Bounds the passes in flight: a thousand CRs applied at once are issued in waves, which
+    # keeps the memory of in-flight requests (and the heap it leaves behind) small.
+    passes: asyncio.Semaphore
 
 
-def build_services(config: OperatorConfig, api_client: kubernetes.client.ApiClient, events: EventSink) -> Services:
-    kube = KubeGateway(api_client)
+def build_services(config: OperatorConfig, rest: KubeRest, events: EventSink) -> Services:
+    kube = KubeGateway(rest)
     vault = VaultSessionFactory(kube, sa_token_file=config.vault_sa_token_file)
-    devices = MfaDeviceGuard(LeaseStepStore(api_client, namespace=config.lease_namespace, holder=config.instance_id))
+    devices = MfaDeviceGuard(LeaseStepStore(rest, namespace=config.lease_namespace, holder=config.instance_id))
 
     def record_session(identity: IdentitySpec, creds: TemporaryCredentials) -> None:
         try:
@@ -54,4 +57,5 @@ def build_services(config: OperatorConfig, api_client: kubernetes.client.ApiClie
     reconciler = CredentialReconciler(
         kube=kube, issuer=issuer, writer=SecretWriter(kube), events=events,
         restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds))
-    return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, wakeups=Wakeups())
+    return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, wakeups=Wakeups(),
+                    passes=asyncio.Semaphore(config.max_concurrent_passes))

@@ -22,5 +22,6 @@ class OperatorConfig:
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     peering_name: str = ""  # empty: standalone (no kopf peering)
     sts_concurrency: int = 16
-    worker_threads: int = 32
+    worker_threads: int = 16
+    max_concurrent_passes: int = 32
     restart_debounce_seconds: float = 10.0

@@ -12,11 +12,10 @@ import hashlib
 import time
 from datetime import UTC, datetime
 from typing import Any
-
-import kubernetes.client
-from kubernetes.client.exceptions import ApiException
+from urllib.parse import quote
 
 from vault_sts_operator.api import constants as c
+from vault_sts_operator.clients.kube_rest import MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.domain.errors import KubernetesError
 
 LAST_STEP_ANNOTATION = f"{c.GROUP}/last-step"
@@ -32,9 +31,9 @@ def _micro_time(moment: datetime) -> str:
 
 
 class LeaseStepStore:
-    def __init__(self, api_client: kubernetes.client.ApiClient, *, namespace: str, holder: str,
+    def __init__(self, rest: KubeRest, *, namespace: str, holder: str,
                  lease_seconds: int = 30, busy_timeout: float = 120.0) -> None:
-        self._api = kubernetes.client.CoordinationV1Api(api_client)
+        self._rest = rest
         self._namespace = namespace
         self._holder = holder
         self._lease_seconds = lease_seconds
@@ -46,23 +45,28 @@ class LeaseStepStore:
     async def release(self, device: str) -> None:
         await asyncio.to_thread(self._release, device)
 
-    def _read(self, name: str) -> Any:
+    def _path(self, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{quote(self._namespace)}/leases"
+        return f"{base}/{quote(name)}" if name else base
+
+    def _read(self, name: str) -> dict[str, Any] | None:
         try:
-            return self._api.read_namespaced_lease(name, self._namespace)
-        except ApiException as exc:
+            return self._rest.request("GET", self._path(name))
+        except ApiError as exc:
             if exc.status == 404:
                 return None
-            raise KubernetesError(f"reading Lease {self._namespace}/{name}: HTTP {exc.status}") from None
+            raise KubernetesError(f"reading Lease {self._namespace}/{name}: {exc}") from None
 
-    def _held_by_other(self, lease: Any) -> bool:
-        spec = lease.spec
-        if not spec or not spec.holder_identity or spec.holder_identity == self._holder:
+    def _held_by_other(self, lease: dict[str, Any]) -> bool:
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        if not holder or holder == self._holder:
             return False
-        renewed = spec.renew_time or spec.acquire_time
-        if renewed is None:
+        renewed = spec.get("renewTime") or spec.get("acquireTime")
+        if not renewed:
             return False
-        age = (datetime.now(UTC) - renewed).total_seconds()
-        return bool(age < (spec.lease_duration_seconds or self._lease_seconds))
+        age = (datetime.now(UTC) - datetime.fromisoformat(str(renewed).replace("Z", "+00:00"))).total_seconds()
+        return bool(age < (spec.get("leaseDurationSeconds") or self._lease_seconds))
 
     def _claim(self, device: str, step: int) -> int | None:
         name = lease_name(device)
@@ -78,19 +82,19 @@ class LeaseStepStore:
                              "acquireTime": now, "renewTime": now},
                 }
                 try:
-                    self._api.create_namespaced_lease(self._namespace, body)  # type: ignore[arg-type]
+                    self._rest.request("POST", self._path(), body)
                     return None
-                except ApiException as exc:
+                except ApiError as exc:
                     if exc.status != 409:
-                        raise KubernetesError(f"creating Lease {self._namespace}/{name}: HTTP {exc.status}") from None
+                        raise KubernetesError(f"creating Lease {self._namespace}/{name}: {exc}") from None
                     continue
             if self._held_by_other(lease):
                 if time.monotonic() > deadline:
-                    raise KubernetesError(f"MFA device {device} stays locked by {lease.spec.holder_identity} "
+                    raise KubernetesError(f"MFA device {device} stays locked by {lease['spec']['holderIdentity']} "
                                           f"(Lease {self._namespace}/{name})")
                 time.sleep(0.5)
                 continue
-            annotations = dict(lease.metadata.annotations or {})
+            annotations = dict(lease["metadata"].get("annotations") or {})
             last = int(annotations.get(LAST_STEP_ANNOTATION, "-1"))
             if step <= last:
                 return last
@@ -98,26 +102,26 @@ class LeaseStepStore:
             annotations[DEVICE_ANNOTATION] = device
             body = {
                 "metadata": {"name": name, "namespace": self._namespace, "annotations": annotations,
-                             "resourceVersion": lease.metadata.resource_version},
+                             "resourceVersion": lease["metadata"]["resourceVersion"]},
                 "spec": {"holderIdentity": self._holder, "leaseDurationSeconds": self._lease_seconds,
                          "acquireTime": now, "renewTime": now},
             }
             try:
-                self._api.replace_namespaced_lease(name, self._namespace, body)  # type: ignore[arg-type]
+                self._rest.request("PUT", self._path(name), body)
                 return None
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status != 409:
-                    raise KubernetesError(f"updating Lease {self._namespace}/{name}: HTTP {exc.status}") from None
+                    raise KubernetesError(f"updating Lease {self._namespace}/{name}: {exc}") from None
 
     def _release(self, device: str) -> None:
         name = lease_name(device)
         lease = self._read(name)
-        if lease is None or not lease.spec or lease.spec.holder_identity != self._holder:
+        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self._holder:
             return
-        patch = {"metadata": {"resourceVersion": lease.metadata.resource_version},
+        patch = {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
                  "spec": {"holderIdentity": None}}
         try:
-            self._api.patch_namespaced_lease(name, self._namespace, patch)
-        except ApiException as exc:
+            self._rest.request("PATCH", self._path(name), patch, content_type=MERGE_PATCH)
+        except ApiError as exc:
             if exc.status not in (404, 409):
-                raise KubernetesError(f"releasing Lease {self._namespace}/{name}: HTTP {exc.status}") from None
+                raise KubernetesError(f"releasing Lease {self._namespace}/{name}: {exc}") from None

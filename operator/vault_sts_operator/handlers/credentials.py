@@ -49,7 +49,8 @@ async def credential_daemon(body: kopf.Body, namespace: str, name: str, memo: ko
                                   fingerprint=fingerprint(body))
             resolve = resolver_from_index(identity_index, services.config)
             try:
-                result = await services.reconciler.reconcile(body, resolve, failures)
+                async with services.passes:
+                    result = await services.reconciler.reconcile(body, resolve, failures)
                 failures, delay = result.failures, result.sleep_seconds
             except Exception:  # a bug must not kill the daemon or loop hot
                 failures += 1
@@ -64,7 +65,8 @@ async def credential_daemon(body: kopf.Body, namespace: str, name: str, memo: ko
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.CREDENTIAL_PLURAL)  # type: ignore[arg-type]
-def credential_changed(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def credential_changed(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Async on purpose: kopf runs sync handlers in threads, and asyncio events are not thread-safe."""
     services: Services | None = memo.get("services")
     if services is not None:
         services.wakeups.changed((namespace, name), fingerprint(body))

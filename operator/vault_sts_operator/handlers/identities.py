@@ -100,7 +100,7 @@ async def identity_recheck(body: kopf.Body, name: str, uid: str, spec: kopf.Spec
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.IDENTITY_PLURAL, optional=True)
-def identity_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
+async def identity_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
     services: Services | None = memo.get("services")
     if services is not None:
         services.issuer.sessions.forget(name)

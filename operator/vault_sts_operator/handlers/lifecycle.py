@@ -9,27 +9,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-import kubernetes.client
-import kubernetes.config
 
 from vault_sts_operator import metrics
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.app import build_services
+from vault_sts_operator.clients.kube_rest import KubeRest, default_login
 from vault_sts_operator.config import OperatorConfig
 
 log = logging.getLogger(__name__)
-
-
-def _load_kube_config(pool_size: int) -> kubernetes.client.ApiClient:
-    configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    # One pooled connection per worker thread: the default (5 per CPU) makes urllib3 discard
-    # connections and redo TLS handshakes when many credentials rotate at once.
-    configuration.connection_pool_maxsize = pool_size
-    return kubernetes.client.ApiClient(configuration)
 
 
 def post_event(body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
@@ -54,8 +41,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = config.worker_threads
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="vso"))
-    api_client = await asyncio.to_thread(_load_kube_config, config.worker_threads)
-    memo["services"] = build_services(config, api_client, post_event)
+    rest = await asyncio.to_thread(KubeRest, default_login(settings), pool_size=config.worker_threads)
+    memo["services"] = build_services(config, rest, post_event)
     metrics.serve(config.metrics_port)
     log.info("vault-sts-operator started (instance %s, namespaces %s)", config.instance_id,
              ", ".join(config.namespaces) or "all")
