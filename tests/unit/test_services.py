@@ -219,3 +219,11 @@ def test_classify_expired_session():
 def test_classify_connection_error_does_not_spend_code():
     err = classify(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), "AssumeRole")
     assert err.code_spent is False and err.transient is True
+
+
+def test_calls_carrying_a_code_are_never_retried_by_botocore():
+    from vault_sts_operator.clients.sts import StsGateway
+
+    gateway = StsGateway()
+    client = gateway._client("us-east-1", "http://127.0.0.1:1", "AKIAX", "s", None, carries_code=True)
+    assert client.meta.config.retries["total_max_attempts"] == 1

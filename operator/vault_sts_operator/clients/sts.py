@@ -81,8 +81,10 @@ class StsGateway:
         self._session = boto3.session.Session()
         self._build_lock = threading.Lock()
         self._clients: dict[tuple[str, str, str, bool], STSClient] = {}
+        # botocore's retries["max_attempts"] counts retries, not attempts: {"max_attempts": 1} sent a
+        # code-carrying request twice. "total_max_attempts" counts the initial request.
         self._no_retry = botocore.config.Config(
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=connect_timeout, read_timeout=read_timeout, max_pool_connections=max_pool)
         self._retrying = botocore.config.Config(
             retries={"max_attempts": 3, "mode": "standard"},
