@@ -31,9 +31,10 @@ def test_unknown_fields_are_pruned_and_change_nothing(stack, kube, team, unique,
     other = make_identity("other-tenant")
     manifest = assumed_role_credential(team, "sneaky", ident.name, ident.role_arns[0],
                                        target={"secretName": "sneaky", "namespace": victim},
-                                       namespace=victim, vault={"path": other.kv_path},
+                                       vault={"path": other.kv_path},
                                        accessKey={"kv": {"mount": "secret", "path": other.kv_path}},
                                        mfa="session")
+    manifest["spec"]["namespace"] = victim
     kube.custom.create_namespaced_custom_object(GROUP, VERSION, team, "assumedrolecredentials", manifest)
     stored = kube.credential(team, "sneaky")["spec"]
     assert "namespace" not in stored and "vault" not in stored and "accessKey" not in stored

@@ -102,3 +102,4 @@ def test_revoked_vault_token_logs_in_again(stack, kube, team, make_identity, ope
     assert len(operator_token_accessors(stack, ident.policy)) == 1
     report.fault("test_revoked_vault_token_logs_in_again", "vault token revoked", 0,
                  tokens_revoked=len(accessors), relogins=operator.log_text().count("logged in to Vault") - logins)
+    kube.delete_credential(team, "app")
