@@ -66,6 +66,14 @@ def start(
     return running
 
 
+def detach(running: Running) -> None:
+    """Leave a process started by this interpreter running past its exit (no "still running" warning);
+    ``stop`` still reaps it by pid."""
+    child = _CHILDREN.pop(running.pid, None)
+    if child is not None:
+        child.returncode = 0  # Popen.__del__ only warns about children it believes still run
+
+
 def recorded(layout: Layout) -> list[Running]:
     """Every process with a pid file, alive or not."""
     out = []

@@ -482,3 +482,49 @@ def status(stack: Stack | None = None) -> str:
         f"{'' if stack.layout.env_file.is_file() else ' (absent)'}"
     )
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+RESTARTABLE = ("openbao", "kube-apiserver")
+
+
+def stop_service(name: str, stack: Stack | None = None) -> None:
+    """Stop one running process of the stack (fault tests); ``start_service`` brings it back."""
+    stack = stack or Stack.default()
+    if name not in RESTARTABLE:
+        raise StackError(f"{name}: only {', '.join(RESTARTABLE)} can be stopped and started alone")
+    running = procs.find(stack.layout, name)
+    if running is None:
+        raise StackError(f"{name} is not running")
+    procs.stop(stack.layout, running)
+    log(f"stopped {name} (pid {running.pid})")
+
+
+def start_service(name: str, stack: Stack | None = None) -> None:
+    """Start a process ``stop_service`` stopped, with the argv ``up`` uses, and wait until it is healthy.
+
+    OpenBao's dev server keeps everything in memory: after a restart its configuration (KV, TOTP,
+    kubernetes auth, the AWS plugin) is applied again, but seeded identities' data is gone; callers
+    re-seed what they need. The root token stays the same (it is part of the argv).
+    """
+    stack = stack or Stack.default()
+    running = procs.find(stack.layout, name)
+    if running is not None and procs.alive(running):
+        raise StackError(f"{name} is already running (pid {running.pid})")
+    pki = ensure_pki(stack.layout.pki)
+    state = _read_state(stack.layout)
+    if name == "openbao":
+        token = str(state["vault_token"])
+        _start_openbao(stack, token)
+        _wait(stack, "openbao", "healthy", lambda: health.bao_healthy(stack.vault_addr), 30)
+        _configure(stack, pki, token)
+    elif name == "kube-apiserver":
+        _start_apiserver(stack, pki)
+        _wait(stack, "kube-apiserver", "ready (/readyz)", lambda: health.apiserver_ready(stack.kube_api, pki), 120)
+    else:
+        raise StackError(f"{name}: only {', '.join(RESTARTABLE)} can be stopped and started alone")
+    started = procs.find(stack.layout, name)
+    if started is not None:  # it belongs to the stack, not to this (test) process
+        procs.detach(started)

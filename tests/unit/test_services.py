@@ -61,6 +61,39 @@ def test_same_step_is_never_spent_twice():
     assert len(clock.slept) == 2 and all(0 < s <= 30.3 for s in clock.slept)
 
 
+class SlowClaimStore(InMemoryStepStore):
+    """A claim that waits (a killed instance's Lease has not expired yet) while the clock moves on."""
+
+    def __init__(self, clock: FakeClock, wait: float) -> None:
+        super().__init__()
+        self.clock, self.wait = clock, wait
+
+    async def claim(self, device: str, step: int) -> int | None:
+        self.clock.now += self.wait
+        self.wait = 0.0
+        return await super().claim(device, step)
+
+
+def test_code_gone_stale_while_claiming_is_not_sent():
+    clock = FakeClock(1000.0)
+    guard = MfaDeviceGuard(SlowClaimStore(clock, wait=40.0), clock=clock, sleep=clock.sleep)
+
+    async def fetch() -> TotpCode:
+        step = int(clock.now // 30)
+        return TotpCode(code=f"{step:06d}", step=step, period=30)
+
+    sent: list[tuple[str, float]] = []
+
+    async def use(code: str) -> str:
+        sent.append((code, clock.now))
+        return code
+
+    asyncio.run(guard.spend("dev", fetch, use))
+    assert len(sent) == 1
+    code, at = sent[0]
+    assert int(code) == int(at // 30)  # the code of the period it is sent in, not the one fetched before the wait
+
+
 def test_concurrent_spends_are_serialised():
     _clock, guard, fetch = guard_with_clock(1000.0)
     sent: list[str] = []
@@ -255,3 +288,9 @@ def test_sts_clients_are_reused_and_bounded():
     gateway._client("us-east-1", "http://127.0.0.1:1", "AKIA3", "s", None, carries_code=False)
     assert len(gateway._clients) == 2
     assert gateway._client("us-east-1", "http://127.0.0.1:1", "AKIA1", "s", None, carries_code=False) is not first
+def test_calls_carrying_a_code_are_never_retried_by_botocore():
+    from vault_sts_operator.clients.sts import StsGateway
+
+    gateway = StsGateway()
+    client = gateway._client("us-east-1", "http://127.0.0.1:1", "AKIAX", "s", None, carries_code=True)
+    assert client.meta.config.retries["total_max_attempts"] == 1

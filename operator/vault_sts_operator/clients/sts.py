@@ -85,11 +85,14 @@ class StsGateway:
         # Bounded: MFA sessions and keys are replaced over time; old clients must not pile up.
         self._clients: OrderedDict[tuple[str, str, str, bool], STSClient] = OrderedDict()
         self._max_clients = max_clients
+        # botocore's retries["max_attempts"] counts retries, not attempts: {"max_attempts": 1} sent a
+        # code-carrying request twice. "total_max_attempts" counts the initial request.
         self._no_retry = botocore.config.Config(
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=connect_timeout, read_timeout=read_timeout, max_pool_connections=max_pool)
         self._retrying = botocore.config.Config(
-            retries={"max_attempts": 3, "mode": "standard"},
+            # One quick retry at most: the reconciler's own backoff (with jitter) paces further passes.
+            retries={"total_max_attempts": 2, "mode": "standard"},
             connect_timeout=connect_timeout, read_timeout=read_timeout, max_pool_connections=max_pool)
 
     def _client(self, region: str, endpoint: str, key_id: str, secret: str, token: str | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = config.worker_threads
+    if config.peering_name:
+        # kopf pauses every operator that sees a live peer of the same priority (kopf >= 1.29), so replicas
+        # that all keep the default priority 0 all pause and none works. A random priority per instance keeps
+        # exactly one active: the highest; when it dies, the next one resumes once its peering entry expires.
+        settings.peering.priority = 1 + secrets.randbelow(2**31 - 2)
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="vso"))
     rest = await asyncio.to_thread(KubeRest, default_login(settings), pool_size=config.worker_threads)

@@ -76,6 +76,24 @@ class MfaDeviceGuard:
             metrics.MFA_WAIT_SECONDS.inc(delay)
             await self._sleep(delay)
 
+    async def _claim_fresh_code(self, device: str, fetch: Callable[[], Awaitable[TotpCode]]) -> TotpCode:
+        """A code whose step this instance claimed and whose period has not ended yet.
+
+        The claim can wait (another instance, or a killed one whose Lease has not expired, holds the
+        device): a code fetched before that wait may be stale when the claim succeeds, and AWS would
+        refuse it. Its claimed step stays spent; a fresh code from a later step is fetched instead.
+        """
+        while True:
+            code = await fetch()
+            recorded = await self._store.claim(device, code.step)
+            if recorded is not None:  # this step (or a later one) was already spent
+                await self._wait_for_step(recorded, code.period)
+                continue
+            if self._clock() >= (code.step + 1) * code.period:
+                log.info("MFA device %s: the code's period ended while claiming it; fetching a fresh one", device)
+                continue
+            return code
+
     async def spend(
         self,
         device: str,
@@ -94,12 +112,7 @@ class MfaDeviceGuard:
             attempt = 0
             while True:
                 attempt += 1
-                code = await fetch()
-                recorded = await self._store.claim(device, code.step)
-                while recorded is not None:  # this step (or a later one) was already spent
-                    await self._wait_for_step(recorded, code.period)
-                    code = await fetch()
-                    recorded = await self._store.claim(device, code.step)
+                code = await self._claim_fresh_code(device, fetch)
                 try:
                     result = await use(code.code)
                 except MfaCodeRejectedError:

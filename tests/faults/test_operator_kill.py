@@ -1,0 +1,42 @@
+"""The operator SIGKILLed while an MFA call is in flight, then started again."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from devstack.manifests import assumed_role_credential
+from tests.e2e.helpers import wait_for
+
+
+def test_sigkill_mid_rotation(stack, kube, team, make_identity, operator, emulator_admin, guard, report):
+    ident = make_identity("kill", totp_period=3)
+    # mfa: direct: the AssumeRole call itself carries the TOTP code
+    kube.create_credential(assumed_role_credential(team, "app", ident.name, ident.role_arns[0], mfa="direct",
+                                                   durationSeconds=3600))
+    first = kube.wait_ready(team, "app", timeout=60)["status"]["accessKeyId"]
+    calls = emulator_admin.counters()["calls"]["AssumeRole"]
+    emulator_admin.add_fault("latency", action="AssumeRole", latency_s=5.0)
+    try:
+        kube.patch_credential(team, "app", {"metadata": {"annotations": {"vaultsts.io/rotate": "kill-me"}}})
+        wait_for("the rotation's AssumeRole in flight",
+                 lambda: emulator_admin.counters()["calls"]["AssumeRole"] > calls, timeout=30, interval=0.1)
+        killed_at = time.monotonic()
+        operator.stop(signal.SIGKILL)
+    finally:
+        emulator_admin.clear_faults()
+    # the emulator still answers the orphaned call (and accepts its code) after the operator is gone
+    time.sleep(6)
+    assert kube.secret(team, "app")["data"]["AWS_ACCESS_KEY_ID"] == first
+    operator.start()
+    rotated = wait_for("the rotation completed by the restarted operator", lambda: (
+        s := kube.secret(team, "app")) and s["data"]["AWS_ACCESS_KEY_ID"] != first and s, timeout=60)
+    kube.wait_ready(team, "app", timeout=30)
+    counters = emulator_admin.counters()
+    steps = [c["step"] for c in counters["accepted_codes"] if c["serial"] == ident.mfa_serial]
+    assert len(steps) == len(set(steps)) == 3  # first issue, the orphaned call, the completed rotation
+    assert counters["codes_reused_by_serial"].get(ident.mfa_serial, 0) == 0
+    assert counters["codes_refused_by_serial"].get(ident.mfa_serial, 0) == 0
+    assert rotated["metadata"].annotations["vaultsts.io/rotate-request"] == "kill-me"
+    report.fault("test_sigkill_mid_rotation", "operator SIGKILL during AssumeRole (latency 5s)",
+                 time.monotonic() - killed_at, codes_accepted=len(steps), codes_reused=0)
