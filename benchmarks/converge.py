@@ -692,6 +692,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="10,100,1000", help="N values for --plot (comma-separated)")
     parser.add_argument("--profile", type=Path,
                         help="py-spy record (GIL holder: CPU) of the operator, main phase (.svg: flame graph)")
+    parser.add_argument("--dev-venv", action="store_true",
+                        help="run the operator from the development venv (which also holds the kubernetes client "
+                             "that kopf then imports) instead of an image-like runtime venv")
     parser.add_argument("--keep-stack", action="store_true", help="leave a stack this run started running")
     return parser.parse_args(argv)
 
@@ -719,7 +722,14 @@ def operator_running(args: argparse.Namespace, stack: StackEnv) -> Iterator[Oper
         kubeconfig = kubeconfig_for_service_account(stack, OPERATOR_NAMESPACE, OPERATOR_SA,
                                                     stack.stack_dir / "bench-operator-sa.kubeconfig")
         extra += ["--peering", "vault-sts-operator"]
-    operator = OperatorProcess(stack, name="bench-operator", kubeconfig=kubeconfig, extra_args=extra)
+    python = sys.executable
+    if not args.dev_venv:
+        from devstack.runtime_venv import ensure_runtime_venv
+
+        log("installing the operator as the image does (locked runtime dependencies only)")
+        python = str(ensure_runtime_venv())
+    operator = OperatorProcess(stack, name="bench-operator", kubeconfig=kubeconfig, extra_args=extra,
+                               python=python)
     saved = dict(os.environ)
     os.environ.update(item.split("=", 1) for item in args.operator_env)  # OperatorProcess passes os.environ on
     try:

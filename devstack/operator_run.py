@@ -61,6 +61,7 @@ class OperatorProcess:
     service_account: str = OPERATOR_SA
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
+    python: str = sys.executable  # e.g. devstack.runtime_venv.ensure_runtime_venv() for image-like runs
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -85,7 +86,7 @@ class OperatorProcess:
         env.pop("VAULT_TOKEN", None)  # the operator must log in to Vault itself
         env.pop("BAO_TOKEN", None)
         scope = [] if {"-n", "--namespace"} & set(self.extra_args) else ["--all-namespaces"]
-        argv = [sys.executable, "-m", "vault_sts_operator", "run", *scope,
+        argv = [self.python, "-m", "vault_sts_operator", "run", *scope,
                 "--metrics-port", str(self.metrics_port),
                 "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
                 "--lease-namespace", self.namespace,
