@@ -92,6 +92,9 @@ def find(layout: Layout, name: str) -> Running | None:
 
 def alive(running: Running) -> bool:
     """True when the pid is alive, not a zombie, and still runs the binary we started (no pid reuse)."""
+    child = _CHILDREN.get(running.pid)
+    if child is not None:  # our own child: its Popen handle knows for sure
+        return child.poll() is None
     proc = Path(f"/proc/{running.pid}")
     try:
         stat = (proc / "stat").read_text()

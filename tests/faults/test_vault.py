@@ -64,7 +64,10 @@ def test_vault_down_then_back(stack, kube, team, make_identity, operator, emulat
     back_at = time.monotonic()
 
     # Backoff: 5 s, 10 s, 20 s, ... (+ up to 25 % jitter): a handful of attempts in 45 s, never a hot loop.
-    assert 2 <= attempts <= 8, f"{attempts} failed Vault requests in {outage:.0f}s"
+    # Counted per pass of this credential from the log (each failed pass made one Vault request); the
+    # metric is operator-wide and also counts other tests' credentials on a shared stack.
+    passes = len(delays)
+    assert 2 <= passes <= 8, f"{passes} failed passes (Vault requests) of this credential in {outage:.0f}s"
     assert [r for r, _ in delays] == ["VaultError"] * len(delays)
     assert all(b >= a for (_, a), (_, b) in itertools.pairwise(delays)), delays
 
@@ -76,7 +79,8 @@ def test_vault_down_then_back(stack, kube, team, make_identity, operator, emulat
     kube.wait_ready(team, "app", timeout=30)
     assert operator.proc.pid == pid and operator.starts == starts and operator.proc.poll() is None
     report.fault("test_vault_down_then_back", "openbao stopped", outage, rotation_window_s=window,
-                 vault_requests_failed=int(attempts), retry_delays_s=[d for _, d in delays],
+                 vault_requests_failed=passes, vault_requests_failed_operator_wide=int(attempts),
+                 retry_delays_s=[d for _, d in delays],
                  sts_codes_sent=0, healed_after_s=round(healed, 1))
     kube.delete_credential(team, "app")
 
