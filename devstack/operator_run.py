@@ -51,6 +51,9 @@ def ensure_operator_service_account(stack: StackEnv, namespace: str = OPERATOR_N
         api.close()
 
 
+_LIVE: list[OperatorProcess] = []  # started by this interpreter and not stopped
+
+
 @dataclass
 class OperatorProcess:
     stack: StackEnv
@@ -96,6 +99,7 @@ class OperatorProcess:
             out.write(f"\n==== start #{self.starts} at {time.strftime('%H:%M:%S')}\n".encode())
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        _LIVE.append(self)
         if wait:
             self.wait_healthy()
 
@@ -116,7 +120,14 @@ class OperatorProcess:
             time.sleep(0.3)
         raise RuntimeError(f"operator not healthy after {timeout}s; log:\n{self.tail()}")
 
+    def stop_others(self) -> None:
+        """Stop every other operator this interpreter runs (a test suite that needs to be the only one)."""
+        for other in [p for p in _LIVE if p is not self]:
+            other.stop()
+
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self in _LIVE:
+            _LIVE.remove(self)
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return

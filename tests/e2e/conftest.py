@@ -31,6 +31,7 @@ def operator(stack: StackEnv, chart_release: str) -> Iterator[OperatorProcess]:
     kubeconfig = kubeconfig_for_service_account(stack, OPERATOR_NAMESPACE, OPERATOR_SA,
                                                 stack.stack_dir / "operator-sa.kubeconfig")
     proc = OperatorProcess(stack, kubeconfig=kubeconfig, extra_args=["--peering", "vault-sts-operator"])
+    proc.stop_others()
     proc.start()
     yield proc
     proc.stop()

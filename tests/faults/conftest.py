@@ -53,6 +53,7 @@ def operator(stack: StackEnv, operator_kubeconfig: Path, operators: list[Operato
              ) -> Iterator[OperatorProcess]:
     proc = new_operator(stack, operator_kubeconfig, "faults-operator")
     operators.append(proc)
+    proc.stop_others()  # the end-to-end suite's operator, when both suites run in one session
     proc.start()
     yield proc
     proc.stop()
