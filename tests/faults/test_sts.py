@@ -122,8 +122,8 @@ def test_sts_5xx_backs_off_then_heals(stack, kube, team, make_identity, operator
                  max_calls_in_2s=burst)
     if burst > 1:
         report.findings.append(
-            f"STS 5xx: each retry pass sends {burst} AssumeRole calls within 2 s (botocore standard retries: "
-            "max_attempts=3 means 3 retries, 50 ms base backoff for 5xx); the operator's own backoff paces the passes")
+            f"STS 5xx: each retry pass sends up to {burst} AssumeRole calls within 2 s (botocore retries once, "
+            "total_max_attempts=2, for calls that carry no TOTP code); the operator's own backoff paces the passes")
 
 
 def test_sts_latency_is_waited_for_not_retried(stack, kube, team, make_identity, operator, emulator_admin, report):
