@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -25,18 +24,10 @@ def fingerprint(body: Mapping[str, Any]) -> tuple[object, ...]:
     return meta.get("generation"), (meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION)
 
 
-async def _sleep_or_stop(services: Services, key: tuple[str, str], seconds: float, stopped: kopf.DaemonStopped
-                         ) -> None:
-    async def until_stopped() -> None:
-        await stopped.wait()
-
-    waiters = {asyncio.ensure_future(services.wakeups.sleep(key, seconds)), asyncio.ensure_future(until_stopped())}
-    _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-
-
-@kopf.daemon(c.GROUP, c.VERSION, c.CREDENTIAL_PLURAL, id="issuer", cancellation_timeout=10.0)  # type: ignore[arg-type]
+# Sleeping daemons do not watch the `stopped` flag (that would cost two more tasks per credential):
+# kopf cancels them once `cancellation_backoff` has passed, which also lets a pass in flight finish.
+@kopf.daemon(c.GROUP, c.VERSION, c.CREDENTIAL_PLURAL, id="issuer",  # type: ignore[arg-type]
+             cancellation_backoff=5.0, cancellation_timeout=10.0)
 async def credential_daemon(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
                             stopped: kopf.DaemonStopped, identity_index: kopf.Index[str, Any], **_: Any) -> None:
     services: Services = memo["services"]
@@ -57,7 +48,8 @@ async def credential_daemon(body: kopf.Body, namespace: str, name: str, memo: ko
                 delay = backoff_delay(failures, base=TRANSIENT_BACKOFF[0], cap=TRANSIENT_BACKOFF[1],
                                       jitter_key=f"{namespace}/{name}")
                 log.exception("unexpected error reconciling %s/%s; retrying in %.0fs", namespace, name, delay)
-            await _sleep_or_stop(services, key, delay, stopped)
+            if not stopped:
+                await services.wakeups.sleep(key, delay)
     finally:
         services.wakeups.unregister(key)
         if body.get("metadata", {}).get("deletionTimestamp"):

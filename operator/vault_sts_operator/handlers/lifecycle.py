@@ -34,7 +34,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=c.GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING if not config.verbose else logging.INFO
     settings.posting.enabled = True
-    settings.posting.worker_limit = 16  # bound Event posting when a thousand credentials issue together
     # Watches: reconnect well before load balancers cut idle streams (kopf docs, "Configuration").
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

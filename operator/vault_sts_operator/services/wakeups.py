@@ -42,18 +42,29 @@ class Wakeups:
                 sleeper.event.set()
 
     async def sleep(self, key: Key, seconds: float) -> bool:
-        """Sleep up to `seconds`; True when woken early."""
+        """Sleep up to `seconds`; True when woken early.
+
+        A timer handle sets the same event a wake-up sets, so a sleeping credential costs one
+        future and one timer, not extra tasks (a thousand of them sleep at once).
+        """
         sleeper = self._sleepers.get(key)
         if sleeper is None:
             await asyncio.sleep(seconds)
             return False
+        timed_out = False
+
+        def time_up() -> None:
+            nonlocal timed_out
+            timed_out = True
+            sleeper.event.set()
+
+        timer = asyncio.get_running_loop().call_later(max(seconds, 0), time_up)
         try:
-            await asyncio.wait_for(sleeper.event.wait(), timeout=max(seconds, 0))
-        except TimeoutError:
-            return False
+            await sleeper.event.wait()
         finally:
+            timer.cancel()
             sleeper.event.clear()
-        return True
+        return not timed_out
 
     def __len__(self) -> int:
         return len(self._sleepers)
