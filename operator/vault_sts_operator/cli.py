@@ -94,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     kopf.configure(verbose=config.verbose,
                    log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
+    if not config.verbose:
+        # kopf logs every handler run at INFO ("Handler ... succeeded"): several lines per watch event,
+        # thousands when a thousand credentials settle. Our own INFO lines stay.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     kopf.run(

@@ -23,5 +23,5 @@ class OperatorConfig:
     peering_name: str = ""  # empty: standalone (no kopf peering)
     sts_concurrency: int = 16
     worker_threads: int = 16
-    max_concurrent_passes: int = 32
+    max_concurrent_passes: int = 16
     restart_debounce_seconds: float = 10.0
