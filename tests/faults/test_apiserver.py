@@ -17,7 +17,6 @@ def test_apiserver_restart(stack, kube, team, make_identity, operator, emulator_
     for name in names:
         kube.create_credential(assumed_role_credential(team, name, ident.name, ident.role_arns[0]))
     before = {n: kube.wait_ready(team, n)["status"]["accessKeyId"] for n in names}
-    issued_before = emulator_admin.counters()["issued"]
     calls_before = emulator_admin.counters()["calls"]["AssumeRole"]
 
     stopped_at = time.monotonic()
@@ -39,7 +38,8 @@ def test_apiserver_restart(stack, kube, team, make_identity, operator, emulator_
         assert kube.credential(team, name)["status"]["accessKeyId"] == before[name]
         assert kube.secret(team, name)["data"]["AWS_ACCESS_KEY_ID"] == before[name]
         assert issued_lines(operator.log_text(), team, name) == 1
-    assert emulator_admin.counters()["issued"] - issued_before == 1  # only "after"
+    # (counted per credential from the log: other tests' credentials on a shared stack may rotate meanwhile)
+    assert issued_lines(operator.log_text(), team, "after") == 1
     assert operator.proc.poll() is None
     report.fault("test_apiserver_restart", "kube-apiserver stopped", outage, sts_calls=calls_during,
                  credentials_issued_after=1, double_issues=0)
