@@ -26,6 +26,7 @@ def fingerprint(body: Mapping[str, Any]) -> tuple[object, ...]:
 
 # Sleeping daemons do not watch the `stopped` flag (that would cost two more tasks per credential):
 # kopf cancels them once `cancellation_backoff` has passed, which also lets a pass in flight finish.
+# (type: ignore: kopf's callback protocols spell out every keyword; handlers take the ones they use.)
 @kopf.daemon(c.GROUP, c.VERSION, c.CREDENTIAL_PLURAL, id="issuer",  # type: ignore[arg-type]
              cancellation_backoff=5.0, cancellation_timeout=10.0)
 async def credential_daemon(body: kopf.Body, namespace: str, name: str, memo: kopf.Memo,
