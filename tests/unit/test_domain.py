@@ -73,7 +73,13 @@ def test_time_steps():
 def test_renewal_default_is_a_third_before_expiry_minus_jitter():
     at = renewal_time(issued_at=T0, expiration=T0 + timedelta(hours=1), renew_before=None, jitter_key="k")
     nominal = T0 + timedelta(minutes=40)
-    assert nominal - timedelta(minutes=2) <= at <= nominal
+    assert nominal - timedelta(minutes=4) <= at <= nominal  # up to 10 % of the 40 min wait
+
+
+def test_renewal_jitter_stays_small_when_renew_before_is_large():
+    at = renewal_time(issued_at=T0, expiration=T0 + timedelta(seconds=900), renew_before=timedelta(seconds=875),
+                      jitter_key="k")
+    assert T0 + timedelta(seconds=22.5) <= at <= T0 + timedelta(seconds=25)
 
 
 def test_renewal_is_deterministic_but_spread():

@@ -28,14 +28,17 @@ def renewal_time(
     renew_before: timedelta | None,
     jitter_key: str,
 ) -> datetime:
-    """`expiration - renewBefore`, moved earlier by up to 10 % of renewBefore (at most 5 min).
+    """`expiration - renewBefore`, moved earlier by up to 10 % of the wait until then (at most 5 min).
 
-    renewBefore defaults to a third of the lifetime. The result never falls before
-    `issued_at + 10s`, so a renewBefore longer than the lifetime cannot make a hot loop.
+    renewBefore defaults to a third of the lifetime. The jitter is a share of the time between
+    issue and renewal, so credentials issued together spread out without any of them renewing
+    much earlier than asked. The result never falls before `issued_at + 10s`, so a renewBefore
+    longer than the lifetime cannot make a hot loop.
     """
     lifetime = expiration - issued_at
     before = renew_before if renew_before is not None else lifetime / 3
-    jitter = min(before * JITTER_FRACTION, MAX_JITTER) * unit_jitter(jitter_key)
+    wait = max(lifetime - before, timedelta(0))
+    jitter = min(wait * JITTER_FRACTION, MAX_JITTER) * unit_jitter(jitter_key)
     earliest = issued_at + min(MIN_LIFETIME_BEFORE_RENEWAL, lifetime / 2)
     return max(expiration - before - jitter, earliest)
 
