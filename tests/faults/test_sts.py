@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from devstack.manifests import assumed_role_credential
+from devstack.manifests import GROUP, VERSION, assumed_role_credential
 from tests.e2e.helpers import wait_for
 from tests.faults.helpers import CallSampler, retry_delays
 
@@ -79,6 +79,12 @@ def test_failing_mfa_call_reuses_no_code(stack, kube, team, make_identity, opera
     """GetSessionToken carries the TOTP code: it is never retried by botocore, and the code of a failed call
     is never sent again (the operator waits for the next period's code)."""
     ident = make_identity(f"gst-{kind}", totp_period=3)
+    # Let the identity's verification finish first: it wakes the identity's credentials when done, which
+    # would start a second pass within a second of the first and look like a burst.
+    wait_for("the MFAIdentity verified", lambda: any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (kube.custom.get_cluster_custom_object(GROUP, VERSION, "mfaidentities", ident.name).get("status")
+                  or {}).get("conditions") or ()), timeout=30)
     emulator_admin.add_fault(kind, action="GetSessionToken", count=2, status=503)
     started = time.monotonic()
     with CallSampler(stack) as calls:
