@@ -18,7 +18,7 @@ import pytest
 from devstack.env import StackEnv
 from devstack.manifests import GROUP
 from devstack.operator_run import OPERATOR_NAMESPACE
-from tests.e2e.helpers import ARC, MFAID, kubectl
+from tests.e2e.helpers import ARC, MFAID, Kube, kubectl
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = "vault-sts-operator"
@@ -52,6 +52,14 @@ def stack() -> Iterator[StackEnv]:
         yield env
     finally:
         devstack.down(handle)
+
+
+@pytest.fixture(scope="session")
+def kube(stack: StackEnv) -> Iterator[Kube]:
+    """Thin admin helpers for the end-to-end and fault suites (one per session)."""
+    helper = Kube(stack)
+    yield helper
+    helper.api.close()
 
 
 @pytest.fixture

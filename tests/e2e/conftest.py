@@ -11,17 +11,9 @@ import pytest
 from devstack.env import StackEnv
 from devstack.kubeconfig import kubeconfig_for_service_account
 from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA, OperatorProcess
-from tests.e2e.helpers import Kube
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = "vault-sts-operator"
-
-
-@pytest.fixture(scope="session")
-def kube(stack: StackEnv) -> Iterator[Kube]:
-    helper = Kube(stack)
-    yield helper
-    helper.api.close()
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,6 @@ PEERING = "vault-sts-operator"
 
 
 @pytest.fixture(scope="session")
-def kube(stack: StackEnv) -> Iterator[Kube]:
-    helper = Kube(stack)
-    yield helper
-    helper.api.close()
-
-
-@pytest.fixture(scope="session")
 def operator_kubeconfig(stack: StackEnv, chart_release: str) -> Path:
     return Path(kubeconfig_for_service_account(stack, OPERATOR_NAMESPACE, OPERATOR_SA,
                                                stack.stack_dir / "operator-sa.kubeconfig"))
