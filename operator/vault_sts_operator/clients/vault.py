@@ -179,8 +179,7 @@ class VaultSession:
         path = f"{mount}/sts/{role}"
         response = self._call("aws_sts", path, lambda c: c.write(
             path, role_arn=role_arn, role_session_name=session_name, ttl=f"{ttl_seconds}s"))
-        creds = _credentials_from_aws_engine(response, path, ttl_seconds)
-        return creds
+        return _credentials_from_aws_engine(response, path, ttl_seconds)
 
 
 def _period(raw: Any, default: int) -> int:

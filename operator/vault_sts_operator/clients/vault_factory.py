@@ -49,6 +49,3 @@ class VaultSessionFactory:
                                        timeout=self._timeout)
                 self._sessions[connection] = session
             return session
-
-    def count(self) -> int:
-        return len(self._sessions)

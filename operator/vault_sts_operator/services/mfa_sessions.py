@@ -75,7 +75,3 @@ class MfaSessionCache:
 
     def forget(self, identity_name: str) -> None:
         self._entries.pop(identity_name, None)
-
-    def expiration(self, identity_name: str) -> datetime | None:
-        entry = self._entries.get(identity_name)
-        return entry.credentials.expiration if entry else None
