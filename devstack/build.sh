@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses from the cache) the binaries the local stack runs:
-# etcd, kube-apiserver, kube-controller-manager, helm and the OpenBao AWS plugin.
+# etcd, the Kubernetes control plane and node binaries (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kube-proxy), helm and the OpenBao AWS plugin.
 # Usage: devstack/build.sh [component...]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,9 +16,12 @@ log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # k8s.io/kubernetes as a module: require it, replace each staging module with its v0.x release.
 build_kubernetes() {
   local out="$cache/bin/kubernetes-$KUBERNETES_VERSION"
-  if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager ]]; then log "kubernetes $KUBERNETES_VERSION cached"; return; fi
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy) missing=() cmd
+  for cmd in "${cmds[@]}"; do [[ -x $out/$cmd ]] || missing+=("$cmd"); done
+  if [[ ${#missing[@]} -eq 0 ]]; then log "kubernetes $KUBERNETES_VERSION cached"; return; fi
   local src="$cache/src/kubernetes-$KUBERNETES_VERSION" staging=v0.${KUBERNETES_VERSION#v1.}
-  mkdir -p "$src" "$out.tmp"
+  rm -rf "$out.tmp"; mkdir -p "$src" "$out.tmp"
+  [[ -d $out ]] && cp -a "$out/." "$out.tmp/"
   cd "$src"
   local gomod
   gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
@@ -31,10 +35,12 @@ build_kubernetes() {
     grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
   } > go.mod
   log "resolving k8s.io/kubernetes $KUBERNETES_VERSION (staging $staging)"
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBERNETES_VERSION"
+  local pkgs=()
+  for cmd in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd@$KUBERNETES_VERSION"); done
+  go get "${pkgs[@]}"
   local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitTreeState=clean"
-  for cmd in kube-apiserver kube-controller-manager; do
+  for cmd in "${missing[@]}"; do
     log "go build $cmd (slow: several minutes)"
     go build -trimpath -ldflags "$ld" -o "$out.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd"
   done
