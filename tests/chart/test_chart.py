@@ -125,3 +125,63 @@ def test_rbac_is_no_more_than_needed(stack, chart_release, verb, resource, names
     scope = ["-n", namespace] if namespace else ["--all-namespaces"]
     result = kubectl(stack, "auth", "can-i", verb, resource, *scope, f"--as={SA}", check=False)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stdout, result.stderr)
+
+
+def _operator_container(docs: list[dict]) -> dict:
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    return dict(deploy["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_pod_id_comes_from_the_pod_name():
+    """kopf names a peer from POD_ID, else from getpass.getuser(), which raises KeyError for the image's uid
+    65532 (no passwd entry) under a real kubelet: the chart must always set POD_ID."""
+    for sets in ((), ("peering.enabled=false", "replicaCount=1"), ("watchNamespaces={team-a}",)):
+        env = {e["name"]: e for e in _operator_container(render(*sets))["env"]}
+        assert env.get("POD_ID", {}).get("valueFrom") == {"fieldRef": {"fieldPath": "metadata.name"}}, sets
+
+
+def _by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_cluster_wide_install_peers_in_one_cluster_kopf_peering():
+    docs = render()
+    assert [d["metadata"]["name"] for d in _by_kind(docs, "ClusterKopfPeering")] == ["vault-sts-operator"]
+    assert not _by_kind(docs, "KopfPeering")
+
+
+def test_namespaced_install_peers_in_a_kopf_peering_per_watched_namespace():
+    """With watchNamespaces kopf keeps alive in a KopfPeering in each namespace it serves, and stays paused
+    in any namespace where that object is missing: the chart creates them, and the RBAC to use them."""
+    docs = render("watchNamespaces={team-a,team-b}", "peering.name=shard-1")
+    peerings = _by_kind(docs, "KopfPeering")
+    assert sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings) == [
+        ("team-a", "shard-1"), ("team-b", "shard-1")]
+    assert not _by_kind(docs, "ClusterKopfPeering")
+    for ns in ("team-a", "team-b"):
+        roles = [r for r in _by_kind(docs, "Role") if r["metadata"]["namespace"] == ns]
+        peering_rules = [rule for r in roles for rule in r["rules"] if "kopfpeerings" in rule["resources"]]
+        assert peering_rules == [{"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
+                                  "resourceNames": ["shard-1"], "verbs": ["get", "patch"]},
+                                 {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
+                                  "verbs": ["list", "watch"]}], ns
+        bindings = [b for b in _by_kind(docs, "RoleBinding") if b["metadata"]["namespace"] == ns]
+        assert any(b["roleRef"]["name"] in {r["metadata"]["name"] for r in roles}
+                   and b["subjects"] == [{"kind": "ServiceAccount", "name": "vault-sts-operator",
+                                          "namespace": OPERATOR_NAMESPACE}] for b in bindings), ns
+    cluster_rules = [rule for r in _by_kind(docs, "ClusterRole") for rule in r["rules"]]
+    assert not any("clusterkopfpeerings" in rule["resources"] for rule in cluster_rules)
+
+
+def test_namespaced_install_without_peering_creates_no_peering_objects():
+    docs = render("watchNamespaces={team-a}", "peering.enabled=false", "replicaCount=1")
+    assert not _by_kind(docs, "KopfPeering") and not _by_kind(docs, "ClusterKopfPeering")
+    assert not any("kopfpeerings" in rule["resources"] for r in _by_kind(docs, "Role") for rule in r["rules"])
+
+
+def test_namespace_patterns_with_peering_are_refused():
+    """A pattern (``team-*``) names no namespace to put a KopfPeering in; kopf would pause there forever."""
+    result = subprocess.run([helm_binary(), "template", "x", str(CHART), "--kube-version", "1.35.4",
+                             "--set", "watchNamespaces={team-*}"], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "watchNamespaces" in result.stderr and "peering" in result.stderr, result.stderr
