@@ -1,0 +1,51 @@
+"""``helm upgrade`` to a changed value rolls the operator; ``helm uninstall`` leaves no operator pod, and the
+credentials' Secrets stay until their CRs are deleted."""
+
+from __future__ import annotations
+
+import time
+
+from devstack.manifests import assumed_role_credential
+from devstack.workloads import CHART, helm, operator_pods, release_values, wait_release_ready
+from tests.e2e.helpers import wait_for
+from tests.node.conftest import RELEASE, rotate
+
+CREDENTIAL, SECRET = "keeper", "keeper-aws"
+FINALIZER = "vaultsts.io/kopf-finalizer"
+
+
+def test_upgrade_rolls_the_operator_and_uninstall_leaves_the_secrets(stack, kube, node, release, identity,
+                                                                      namespaces, figures):
+    team = namespaces["team"]
+    kube.create_credential(assumed_role_credential(team, CREDENTIAL, identity.name, identity.role_arns[0],
+                                                   durationSeconds=900, target={"secretName": SECRET}))
+    kube.wait_ready(team, CREDENTIAL, timeout=120)
+    old = {p.metadata.name for p in wait_release_ready(kube.core, RELEASE, RELEASE)}
+
+    started = time.monotonic()
+    helm(stack, "upgrade", RELEASE, str(CHART), "--namespace", RELEASE,
+         *release_values(node, peering=RELEASE, extra=("logFormat=text",)))
+    new = wait_release_ready(kube.core, RELEASE, RELEASE, exclude=old)
+    figures.record("helm_upgrade_to_new_pods_ready_s", time.monotonic() - started)
+    for pod in new:
+        assert "--log-format=text" in pod.spec.containers[0].args
+    rotate(kube, team, CREDENTIAL, "after-upgrade", timeout=120)  # the upgraded operator works
+
+    helm(stack, "uninstall", RELEASE, "--namespace", RELEASE)
+    wait_for("no operator pod left", lambda: not kube.core.list_namespaced_pod(
+        RELEASE, label_selector=f"app.kubernetes.io/instance={RELEASE}").items, timeout=90)
+    assert not operator_pods(kube.core, RELEASE, RELEASE)
+    secret = kube.secret(team, SECRET)
+    assert secret is not None and secret["data"]["AWS_ACCESS_KEY_ID"], "uninstall removed a credential's Secret"
+    # The CR carries the operator's finalizer (kopf's, for its per-credential daemon): with no operator left,
+    # deleting it leaves it Terminating, and the Secret with it, until the finalizer is removed (docs say so).
+    kube.delete_credential(team, CREDENTIAL)
+    time.sleep(3)
+    meta = kube.credential(team, CREDENTIAL)["metadata"]
+    assert meta.get("deletionTimestamp") and meta.get("finalizers") == [FINALIZER], meta
+    assert kube.secret(team, SECRET) is not None
+    kube.patch_credential(team, CREDENTIAL, {"metadata": {"finalizers": None}})
+    wait_for("the CR gone", lambda: not [c for c in kube.custom.list_namespaced_custom_object(
+        "vaultsts.io", "v1alpha1", team, "assumedrolecredentials")["items"]
+        if c["metadata"]["name"] == CREDENTIAL], timeout=30)
+    wait_for("its Secret garbage-collected", lambda: kube.secret(team, SECRET) is None, timeout=60)
