@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv build stack stack-down demo test test-unit lint lock check-image clean
+.PHONY: venv build image stack stack-down demo test test-unit lint lock check-image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-build:  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, helm, the Vault AWS plugin
+build:  ## build (or reuse) etcd, the Kubernetes control plane and node binaries, helm, the Vault AWS plugin
 	bash devstack/build.sh
 	bash devstack/build_vault_aws.sh >/dev/null
+
+image: $(STAMP)  ## build (or reuse) the operator image with podman, load it into the running node (VSO_IMAGE)
+	$(PY) -m devstack.image
 
 stack: $(STAMP) build
 	$(PY) -m devstack up
@@ -29,6 +32,7 @@ demo: $(STAMP) build
 	$(PY) -m devstack.demo
 
 test: $(STAMP) build lint
+	$(PY) -m devstack.image
 	$(PY) -m pytest
 
 test-unit: $(STAMP)

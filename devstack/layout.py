@@ -24,6 +24,7 @@ class Ports:
     etcd_peer: int = 23800
     apiserver: int = 16443
     controller_manager: int = 16257
+    scheduler: int = 16259
     bao: int = 18200
     emulator: int = 18300
 

@@ -25,7 +25,10 @@ APISERVER_DNS = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-APISERVER_IPS = ("127.0.0.1", "10.96.0.1")
+# 10.244.0.1: VSO_NODE_HOST_IP, where pods reach the apiserver inside the node's network namespace
+# (devstack/netns.py); 10.96.0.1: the `kubernetes` Service.
+APISERVER_IPS = ("127.0.0.1", "10.96.0.1", "10.244.0.1")
+NODE_NAME = "vso-node"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class Pki:
     controller_manager: CertPair
     sa_key: Path
     sa_pub: Path
+    scheduler: CertPair
+    kubelet: CertPair  # the node's client identity (Node authorizer)
+    kube_proxy: CertPair
+    kubelet_client: CertPair  # kube-apiserver -> kubelet (logs, exec)
 
 
 def ensure_pki(directory: Path) -> Pki:
@@ -56,7 +63,7 @@ def ensure_pki(directory: Path) -> Pki:
 
     def leaf(name: str, subject: x509.Name, server: bool) -> CertPair:
         pair = CertPair(directory / f"{name}.crt", directory / f"{name}.key")
-        if fresh_ca or not _valid(pair.cert):
+        if fresh_ca or not _valid(pair.cert) or (server and not _has_ip_sans(pair.cert, APISERVER_IPS)):
             _write_leaf(pair, subject, ca_cert, ca_key, server=server)
         return pair
 
@@ -67,6 +74,12 @@ def ensure_pki(directory: Path) -> Pki:
         controller_manager=leaf("kube-controller-manager", _name("system:kube-controller-manager"), False),
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
+        scheduler=leaf("kube-scheduler", _name("system:kube-scheduler"), False),
+        kubelet=leaf("kubelet", _name(f"system:node:{NODE_NAME}", "system:nodes"), False),
+        kube_proxy=leaf("kube-proxy", _name("system:kube-proxy"), False),
+        kubelet_client=leaf(
+            "apiserver-kubelet-client", _name("kube-apiserver-kubelet-client", "system:masters"), False
+        ),
     )
     if not (pki.sa_key.is_file() and pki.sa_pub.is_file()):
         key = ec.generate_private_key(ec.SECP256R1())
@@ -89,6 +102,16 @@ def _valid(cert_path: Path) -> bool:
         return False
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > RENEW_WITHIN
+
+
+def _has_ip_sans(cert_path: Path, ips: tuple[str, ...]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    present = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return set(ips) <= present
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

@@ -1,7 +1,8 @@
 """Bring the stack up (idempotently), report on it, and take it down.
 
 Processes: etcd, kube-apiserver, kube-controller-manager, OpenBao (dev server) and the STS emulator,
-all on loopback, all state under ``.stack/``.
+all on loopback, all state under ``.stack/``; and one node (``devstack/node.py``: kube-scheduler, a
+network namespace with its forwarder, containerd, kubelet and kube-proxy) unless ``VSO_STACK_NODE=0``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import health, procs, vault_config
+from devstack import health, node, procs, vault_config
 from devstack.env import StackEnv
 from devstack.kubeconfig import write_cert_kubeconfig
 from devstack.layout import AWS_PLUGIN_NAME, REPO_ROOT, Binaries, Layout, Ports
@@ -25,7 +26,9 @@ from devstack.pki import Pki, ensure_pki
 from devstack.procs import StackError
 
 # Start order; ``down`` stops in reverse.
-SERVICES = ("etcd", "sts-emulator", "openbao", "kube-apiserver", "kube-controller-manager")
+SERVICES = ("etcd", "sts-emulator", "openbao", "netns-forward", "kube-apiserver", "kube-controller-manager",
+            "kube-scheduler", "node")
+NODE_SERVICES = ("netns-forward", "kube-scheduler", "node")
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CIDR = "10.96.0.0/16"
 # Enough for this operator: ServiceAccounts and their tokens, garbage collection of owned objects,
@@ -41,6 +44,10 @@ CONTROLLERS = (
 )
 
 
+def _services() -> tuple[str, ...]:
+    return SERVICES if node.enabled() else tuple(s for s in SERVICES if s not in NODE_SERVICES)
+
+
 @dataclass(frozen=True)
 class Stack:
     layout: Layout
@@ -54,7 +61,9 @@ class Stack:
         layout = Layout.default()
         recorded = _read_state(layout).get("ports")
         try:
-            ports = Ports(**recorded) if isinstance(recorded, dict) else Ports.default()
+            # a stack recorded before a port was added gets today's ports (it restarts anyway)
+            same = isinstance(recorded, dict) and set(recorded) == set(vars(Ports()))
+            ports = Ports(**recorded) if same and isinstance(recorded, dict) else Ports.default()
         except TypeError:
             ports = Ports.default()
         return cls(layout, ports, Binaries.discover())
@@ -139,6 +148,8 @@ def _cold_start(stack: Stack, pki: Pki) -> StackEnv:
         _start_emulator(stack)
         plugin_sha = _start_openbao(stack, token)
         _wait(stack, "etcd", "healthy", lambda: health.etcd_healthy(ports.etcd_client), 30)
+        if node.enabled():
+            node.start_network(stack)
         _start_apiserver(stack, pki)
         _wait(stack, "openbao", "healthy", lambda: health.bao_healthy(stack.vault_addr), 30)
         _wait(stack, "sts-emulator", "healthy", lambda: health.emulator_healthy(stack.emulator_admin_url), 30)
@@ -164,6 +175,8 @@ def _cold_start(stack: Stack, pki: Pki) -> StackEnv:
             lambda: health.default_service_account(stack.kube_api, pki),
             60,
         )
+        if node.enabled():
+            _start_node(stack, pki)
         state: dict[str, object] = {
             "vault_token": token,
             "aws_plugin": plugin_sha is not None,
@@ -178,6 +191,27 @@ def _cold_start(stack: Stack, pki: Pki) -> StackEnv:
         raise
     log(f"stack up in {time.monotonic() - started:.1f}s: source {layout.env_file}")
     return env
+
+
+def _start_node(stack: Stack, pki: Pki) -> None:
+    node.start_scheduler(stack, pki)
+    node_started = time.monotonic()
+    node.start_node(stack, pki)
+    _wait(stack, "kube-scheduler", "healthy (/healthz)", lambda: node.scheduler_healthy(stack), 60)
+    _wait(stack, "node", "Ready and untainted", lambda: node.node_ready(stack, pki), 120)
+    log(f"node Ready {time.monotonic() - node_started:.1f}s after its start")
+    _load_cached_image(stack)
+
+
+def _load_cached_image(stack: Stack) -> None:
+    """Import the operator image ``make image`` built for the current sources, if it is cached."""
+    from devstack import image
+
+    built = image.cached()
+    if built is None or node.loaded_image(stack.layout) == built.reference:
+        return
+    seconds = node.import_image(stack, built.archive, built.reference)
+    log(f"imported {built.reference} into the node ({seconds:.1f}s)")
 
 
 def _wait(stack: Stack, name: str, what: str, check: Callable[[], bool], timeout: float) -> None:
@@ -252,10 +286,13 @@ def _start_apiserver(stack: Stack, pki: Pki) -> None:
             stack.binaries.kube_apiserver,
             f"--etcd-servers=http://127.0.0.1:{stack.ports.etcd_client}",
             "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
             f"--secure-port={stack.ports.apiserver}",
-            # the default/kubernetes Endpoints cannot hold a loopback address
-            "--endpoint-reconciler-type=none",
+            *(
+                node.apiserver_args(stack, pki)
+                if node.enabled()
+                # the default/kubernetes Endpoints cannot hold a loopback address
+                else ["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
+            ),
             f"--tls-cert-file={pki.apiserver.cert}",
             f"--tls-private-key-file={pki.apiserver.key}",
             f"--client-ca-file={pki.ca.cert}",
@@ -289,7 +326,7 @@ def _start_controller_manager(stack: Stack, pki: Pki) -> None:
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={pki.sa_key}",
             f"--root-ca-file={pki.ca.cert}",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(CONTROLLERS + (node.NODE_CONTROLLERS if node.enabled() else ()))}",
             "--profiling=false",
         ],
     )
@@ -337,6 +374,8 @@ def _env(stack: Stack, token: str, aws_mount: str) -> StackEnv:
     kubectl = shutil.which("kubectl")
     if kubectl:
         extra["VSO_KUBECTL"] = kubectl
+    if node.enabled():
+        extra.update(node.env(stack))
     return StackEnv(
         stack_dir=stack.layout.root,
         logs=stack.layout.logs,
@@ -390,7 +429,7 @@ def _unhealthy_reason(stack: Stack, pki: Pki, state: dict[str, object]) -> str |
         return "not started or not configured"
     if stack.binaries.aws_plugin is not None and not state.get("aws_plugin"):
         return "the OpenBao AWS plugin was built after the stack started (restart to mount aws/)"
-    for name in SERVICES:
+    for name in _services():
         running = procs.find(stack.layout, name)
         if running is None or not procs.alive(running):
             return f"{name} is not running"
@@ -401,6 +440,9 @@ def _unhealthy_reason(stack: Stack, pki: Pki, state: dict[str, object]) -> str |
         "openbao": lambda: health.bao_healthy(stack.vault_addr),
         "sts-emulator": lambda: health.emulator_healthy(stack.emulator_admin_url),
     }
+    if node.enabled():
+        probes["kube-scheduler"] = lambda: node.scheduler_healthy(stack)
+        probes["node"] = lambda: node.node_ready(stack, pki)
     for name, probe in probes.items():
         try:
             if not probe():
@@ -433,11 +475,14 @@ def down(stack: Stack | None = None, quiet: bool = False, keep_logs: bool = True
             stopped.append(running.name)
             if not quiet:
                 log(f"stopped {running.name} (pid {running.pid})")
+    leftover_node = node.cleanup(layout, stack.ports)
     shutil.rmtree(layout.data, ignore_errors=True)
     for path in (layout.env_file, layout.state_file):
         path.unlink(missing_ok=True)
     if not keep_logs:
         shutil.rmtree(layout.logs, ignore_errors=True)
+    if leftover_node:
+        log("WARNING: could not remove: " + ", ".join(leftover_node))
     leftovers = processes_using(layout.root)
     if leftovers:
         log(
@@ -469,7 +514,7 @@ def processes_using(root: Path) -> list[tuple[int, str]]:
 def status(stack: Stack | None = None) -> str:
     stack = stack or Stack.default()
     lines = []
-    for name in SERVICES:
+    for name in _services():
         running = procs.find(stack.layout, name)
         if running is None:
             lines.append(f"{name:<24} stopped")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from vault_sts_operator import __version__
 from vault_sts_operator.api.specs import KubernetesAuth, SecretKeyRef, TokenAuth, VaultAuth, VaultConnection
@@ -84,6 +86,24 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
+def fallback_identity(
+    environ: Mapping[str, str], getuser: Callable[[], str], hostname: Callable[[], str]
+) -> str | None:
+    """The peering identity to give kopf when its own detection would crash, else None (kopf decides).
+
+    kopf uses ``POD_ID`` when set, else ``getpass.getuser()``, which raises ``KeyError`` for a uid
+    with no passwd entry: the image's uid 65532 as a kubelet runs it. Then the pod's hostname (its
+    name, unique among the replicas) stands in, as ``POD_ID`` from the downward API would.
+    """
+    if environ.get("POD_ID"):
+        return None
+    try:
+        getuser()
+    except (KeyError, OSError):
+        return environ.get("HOSTNAME") or hostname()
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = config_from_args(args)
@@ -100,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    identity = fallback_identity(os.environ, getpass.getuser, socket.gethostname)
+    if identity:  # kopf reads POD_ID in detect_own_id (it exports no Identity type to pass instead)
+        os.environ["POD_ID"] = identity
     kopf.run(
         memo=kopf.Memo(config=config),
         clusterwide=not config.namespaces,

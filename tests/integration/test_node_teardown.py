@@ -1,0 +1,118 @@
+"""``stack down`` leaves nothing of the node behind, and may run twice (issue 9).
+
+A second, throwaway stack (its own directory, port offset +50) starts with a pod running, then goes
+down twice. Checked after: no process of it, no mount, no network namespace, no host network
+interface or nftables/iptables rule it added, no cgroup, no containerd state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.env import parse_env_file
+from devstack.layout import REPO_ROOT
+from tests.e2e.helpers import wait_for
+
+pytestmark = pytest.mark.stack
+
+
+def _host_state() -> dict[str, str]:
+    def run(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+    links = run("ip", "-o", "link", "show")
+    return {
+        "links": "\n".join(sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())),
+        "nft": run("nft", "list", "ruleset"),
+        "iptables": "\n".join(line for line in run("iptables-save").splitlines() if not line.startswith("#"))
+        if Path("/usr/sbin/iptables-save").exists() else "",
+        "netns": run("ip", "netns", "list"),
+    }
+
+
+def _pids_in(cgroup_dirs: list[Path]) -> set[int]:
+    pids: set[int] = set()
+    for top in cgroup_dirs:
+        for procs in top.rglob("cgroup.procs") if top.is_dir() else []:
+            pids |= {int(p) for p in procs.read_text().split()}
+    return pids
+
+
+def _mentions(root: Path) -> list[str]:
+    """Live processes and mounts (in any mount namespace) naming the stack's directory."""
+    needle = str(root)
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle.encode() in (proc / "cmdline").read_bytes():
+                found.append(f"process {proc.name}")
+            found += [f"mount in {proc.name}: {line}" for line in (proc / "mountinfo").read_text().splitlines()
+                      if needle in line]
+        except OSError:
+            continue
+    return found
+
+
+def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
+    offset = int(os.environ.get("VSO_STACK_PORT_OFFSET", "0")) + 50
+    root = tmp_path / "stack"
+    env = {**os.environ, "VSO_STACK_DIR": str(root), "VSO_STACK_PORT_OFFSET": str(offset)}
+    for key in ("KUBECONFIG", "VSO_STACK_NODE"):
+        env.pop(key, None)
+    before = _host_state()
+
+    def devstack(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "devstack", *args], env=env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    up = devstack("up")
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        values = parse_env_file(root / "env")
+        netns = values["VSO_NODE_NETNS"]
+        assert netns == f"vso-node-{offset}"
+        kenv = {**env, "KUBECONFIG": values["KUBECONFIG"]}
+
+        def kubectl(*args: str, stdin: str | None = None) -> str:
+            done = subprocess.run(["kubectl", *args], env=kenv, input=stdin, capture_output=True, text=True,
+                                  timeout=60, check=False)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper", "namespace": "default"},
+            "spec": {"containers": [{"name": "pause", "image": "vso.local/pause:3.10", "imagePullPolicy": "Never"}]},
+        }))
+        wait_for("the pod to run", lambda: kubectl("get", "pod", "sleeper", "-o",
+                                                   "jsonpath={.status.phase}") == "Running", timeout=90)
+        cgroups = [Path(p) for p in json.loads((root / "node-cgroups.json").read_text())]
+        node_pids = _pids_in(cgroups)
+        assert len(node_pids) >= 4, node_pids  # containerd, kubelet, kube-proxy, shim, pause...
+        assert Path(f"/run/netns/{netns}").exists()
+    finally:
+        first = devstack("down")
+    second = devstack("down")
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert "WARNING" not in first.stderr + second.stderr, first.stderr + second.stderr
+
+    assert not [pid for pid in node_pids if Path(f"/proc/{pid}").exists()]
+    assert _mentions(root) == []
+    assert not Path(f"/run/netns/{netns}").exists()
+    assert not [c for c in cgroups if c.exists()]
+    assert not (root / "data").exists()
+    after = _host_state()
+    # the node never touches the host's network: no interface, rule or namespace added (others' stacks
+    # keep theirs in their own namespaces too, so the host's lists stay as they were)
+    assert set(after["links"].splitlines()) - set(before["links"].splitlines()) == set()
+    assert after["nft"] == before["nft"]
+    assert after["iptables"] == before["iptables"]
+    assert netns not in after["netns"]
