@@ -63,8 +63,9 @@ class Node:
         if missing:
             raise RuntimeError(f".stack/env exports no {', '.join(missing)}: the stack has no node, or the "
                                "image was not built and loaded (`make image`)")
-        return cls(host_ip=host_ip, image=image, vault_addr=_rehost(stack.vault_addr, host_ip),
-                   sts_endpoint=_rehost(stack.sts_endpoint, host_ip))
+        return cls(host_ip=host_ip, image=image,
+                   vault_addr=stack.extra.get("VSO_NODE_VAULT_ADDR") or _rehost(stack.vault_addr, host_ip),
+                   sts_endpoint=stack.extra.get("VSO_NODE_STS_ENDPOINT") or _rehost(stack.sts_endpoint, host_ip))
 
     @property
     def repository(self) -> str:

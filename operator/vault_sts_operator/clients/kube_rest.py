@@ -11,11 +11,12 @@ own kubeconfig / in-cluster login functions, read again when the API server answ
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -36,16 +37,39 @@ class ApiError(Exception):
         self.reason = reason
 
 
-def default_login(settings: kopf.OperatorSettings) -> Login:
-    """In a pod: the ServiceAccount; elsewhere: KUBECONFIG or ~/.kube/config (as kopf finds them)."""
+def in_cluster_server(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The API server as client-go's InClusterConfig finds it: KUBERNETES_SERVICE_HOST and _PORT, which the
+    kubelet sets in every container. kopf's own in-cluster login names ``https://kubernetes.default.svc``,
+    which resolves only through cluster DNS with the pod's search domains."""
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
-    def login() -> kopf.ConnectionInfo:
-        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+
+def with_service_host(info: kopf.ConnectionInfo, environ: Mapping[str, str] = os.environ) -> kopf.ConnectionInfo:
+    server = in_cluster_server(environ)
+    return dataclasses.replace(info, server=server) if server else info
+
+
+def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """In a pod: the ServiceAccount, at the address the kubelet gives; elsewhere: KUBECONFIG or ~/.kube/config."""
+    info = kopf.login_with_service_account(settings=settings)
+    if info is not None:
+        return with_service_host(info)
+    return kopf.login_with_kubeconfig(settings=settings)
+
+
+def default_login(settings: kopf.OperatorSettings) -> Login:
+    """``login`` as the callable KubeRest calls again when the API server answers 401."""
+
+    def relogin() -> kopf.ConnectionInfo:
+        info = login(settings)
         if info is None:
             raise kopf.LoginError("no in-cluster ServiceAccount and no kubeconfig found")
         return info
 
-    return login
+    return relogin
 
 
 def _private_file(data: str | bytes, suffix: str) -> str:

@@ -14,6 +14,7 @@ import kopf
 from vault_sts_operator import metrics
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.app import build_services
+from vault_sts_operator.clients import kube_rest
 from vault_sts_operator.clients.kube_rest import KubeRest, default_login
 from vault_sts_operator.config import OperatorConfig
 
@@ -22,6 +23,12 @@ log = logging.getLogger(__name__)
 
 def post_event(body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
     kopf.event(body, type=type, reason=reason, message=message)  # type: ignore[arg-type]
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    """kopf's watches use the same login as the operator's own client (in a pod: KUBERNETES_SERVICE_HOST, no DNS)."""
+    return kube_rest.login(settings)
 
 
 @kopf.on.startup()
