@@ -83,7 +83,7 @@ def test_session_names_always_start_with_the_namespace():
 
 
 def test_tenant_tags_need_the_identity_to_list_their_keys():
-    with pytest.raises(NotAllowedError, match="'team' is not in sessionTags.tenantKeys"):
+    with pytest.raises(NotAllowedError, match=r"'team' is not in sessionTags\.tenantKeys"):
         params(TenantPolicy(), tenant_tags={"team": "team-b"})
     allowed = params(TenantPolicy(tenant_tag_keys=("CostCenter",)), tenant_tags={"costcenter": "42"})
     # tenant tags never travel alone: the reserved, transitive ones come first
@@ -133,9 +133,9 @@ def test_external_id_comes_from_the_identity():
 
 
 def test_identity_limits():
-    with pytest.raises(NotAllowedError, match="limits.maxDurationSeconds"):
+    with pytest.raises(NotAllowedError, match=r"limits\.maxDurationSeconds"):
         params(TenantPolicy(max_duration_seconds=1800), duration_seconds=3600)
-    with pytest.raises(NotAllowedError, match="limits.mfaModes"):
+    with pytest.raises(NotAllowedError, match=r"limits\.mfaModes"):
         params(TenantPolicy(mfa_modes=("session",)), mfa_mode="direct")
     assert params(TenantPolicy(max_duration_seconds=3600), duration_seconds=3600).session_name == "team-a@billing"
 
@@ -199,7 +199,8 @@ def test_restart_opt_in_names_the_credential():
 
 
 def test_the_device_queue_is_fair_between_namespaces():
-    """team-a queues five uses of the device before team-b asks once: team-b waits behind one of team-a's queued turns, not all four."""
+    """team-a holds the device with four more uses queued when team-b asks once: team-b waits behind one of
+    team-a's queued turns, not all four."""
     async def run() -> list[str]:
         lock = FairLock()
         order: list[str] = []
