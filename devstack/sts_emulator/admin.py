@@ -49,6 +49,7 @@ class AcceptedCode(TypedDict):
 
 class CountersInfo(TypedDict):
     calls: dict[str, int]
+    calls_by_caller: dict[str, int]  # "<action> <user name | role ARN>": authenticated calls only
     codes_accepted: int
     codes_refused: int
     codes_accepted_by_serial: dict[str, int]

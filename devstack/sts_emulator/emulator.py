@@ -117,6 +117,8 @@ class Emulator:
             now = self.now()
             cred = sts.authenticate(self.state, request, self._wall_clock(), now)
             caller = self.state.principal(cred).arn
+            # Per calling principal (user name, or assumed-role ARN): tests count one identity's calls.
+            self.counters.calls_by_caller[f"{action} {cred.user_name or cred.role_arn or ''}"] += 1
             try:
                 if action == "GetCallerIdentity":
                     principal = sts.get_caller_identity(self.state, cred)
