@@ -186,3 +186,27 @@ def test_trust_policies_the_emulator_cannot_evaluate_are_refused(admin, document
     with pytest.raises(EmulatorAdminError) as excinfo:
         admin.create_role(ROLE, [], trust_policy=document)
     assert excinfo.value.status == 400
+
+
+def test_the_documented_trust_policies_work(admin, identity, sts_client):
+    """docs/examples: the tenant role's and the chained role's trust policies, as the docs show them."""
+    import json
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "docs" / "examples"
+    tenant = json.loads((examples / "trust-policy-tenant-role.json").read_text())
+    tenant["Statement"][0]["Principal"]["AWS"] = identity.user_arn
+    admin.create_role(ROLE, [], trust_policy=tenant)
+    chained = json.loads((examples / "trust-policy-chained-role.json").read_text())
+    assert chained["Statement"][0]["Principal"]["AWS"] == ROLE
+    admin.create_role(CHAINED, [], trust_policy=chained)
+    mfa = {"SerialNumber": identity.device.serial}
+    with pytest.raises(ClientError) as excinfo:  # no MFA: refused
+        assume(identity)
+    assert error_of(excinfo) == denied(identity.user_arn, "sts:AssumeRole")
+    with pytest.raises(ClientError) as excinfo:  # team-b's values: refused before the code is checked
+        assume(identity, namespace="team-b", TokenCode=current_code(admin, identity.device), **mfa)
+    assert error_of(excinfo) == denied(identity.user_arn, "sts:AssumeRole")
+    first = assume(identity, TokenCode=current_code(admin, identity.device), **mfa)
+    second = from_credentials(sts_client, first["Credentials"]).assume_role(RoleArn=CHAINED, RoleSessionName="next")
+    assert admin.credential(second["Credentials"]["AccessKeyId"])["source_identity"] == "team-a@billing"
