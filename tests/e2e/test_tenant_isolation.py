@@ -94,8 +94,9 @@ def make(stack: Any, kube: Any, unique: str, operator: OperatorProcess, emulator
     """Seed an identity (its own IAM user, device, roles) and apply its MFAIdentity with `extra` spec fields."""
 
     def build(prefix: str, namespaces: list[str], roles: list[str], *, allowed_role_arns: list[str] | None = None,
-              vault_aws: str = "", **extra: Any) -> tuple[SeededIdentity, Meter]:
-        seeded = seed_identity(stack, f"{prefix}-{unique}", roles=[RoleSpec(r) for r in roles])
+              vault_aws: str = "", totp_period: int = 30, **extra: Any) -> tuple[SeededIdentity, Meter]:
+        seeded = seed_identity(stack, f"{prefix}-{unique}", roles=[RoleSpec(r) for r in roles],
+                               totp_period=totp_period)
         manifest = mfa_identity(stack, seeded, allowed_namespaces=namespaces, vault_aws=vault_aws,
                                 allowed_role_arns=allowed_role_arns)
         manifest["spec"].update(extra)
@@ -345,3 +346,25 @@ def test_rollout_restarts_only_workloads_that_opt_in(kube, tenants, make, unique
         "does not opt in" in (e.message or "") for e in kube.events(team_a, "app")) >= 2, timeout=15)
     assert stamp("victim") is None and stamp("other") is None
     TABLE.append(("rolloutRestartTargets naming a Deployment that does not opt in", "not restarted (Event)", 0, 0, 0))
+
+
+def test_device_queue_is_fair_between_namespaces(kube, tenants, make, unique, emulator_admin):
+    """Six `mfa: direct` credentials in team-a, then one in team-b, all waiting for one MFA device (a code per
+    3 s period): team-b's is issued within the first three, not seventh as a first-come queue would have it."""
+    team_a, team_b = tenants
+    seeded, meter = make("fair", [team_a, team_b], [f"app-fair-{unique}"], totp_period=3)
+    names = [f"a{i}" for i in range(6)]
+    for name in names:
+        kube.create_credential(assumed_role_credential(team_a, name, seeded.name, seeded.role_arns[0], mfa="direct"))
+    time.sleep(1)
+    kube.create_credential(assumed_role_credential(team_b, "b0", seeded.name, seeded.role_arns[0], mfa="direct"))
+    issued_at = {}
+    for ns, name in [(team_a, n) for n in names] + [(team_b, "b0")]:
+        issued_at[(ns, name)] = kube.wait_ready(ns, name, timeout=90)["status"]["issuedAt"]
+    order = [key for key, _ in sorted(issued_at.items(), key=lambda item: item[1])]
+    position = order.index((team_b, "b0")) + 1
+    counts = meter.delta()
+    assert counts.codes == 7 and counts.sts == 7, counts  # one code and one AssumeRole per credential
+    assert position <= 3, f"team-b was issued {position}th of 7: {order}"
+    record("6 mfa: direct credentials in team-a queued before 1 in team-b on one device",
+           f"team-b issued {position} of 7 (FIFO: 7th)", counts)
