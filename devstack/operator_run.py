@@ -22,6 +22,11 @@ from devstack.kubeconfig import request_token
 
 OPERATOR_NAMESPACE = "vault-sts-operator"
 OPERATOR_SA = "vault-sts-operator"
+# What the test suites add to the operator's command line: the rotate annotation's minimum interval
+# (60 s by default) shortened so tests that rotate right after an issue stay quick; the rate-limit test
+# reads the value from here.
+TEST_ROTATE_MIN_INTERVAL = 10
+TEST_OPERATOR_ARGS = ("--rotate-min-interval", str(TEST_ROTATE_MIN_INTERVAL))
 
 
 def free_port() -> int:

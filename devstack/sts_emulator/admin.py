@@ -38,6 +38,7 @@ class RoleInfo(TypedDict):
     max_mfa_age_seconds: int | None
     external_id: str | None
     max_session_duration: int
+    trust_policy: dict[str, Any] | None
 
 
 class AcceptedCode(TypedDict):
@@ -48,6 +49,7 @@ class AcceptedCode(TypedDict):
 
 class CountersInfo(TypedDict):
     calls: dict[str, int]
+    calls_by_caller: dict[str, int]  # "<action> <user name | role ARN>": authenticated calls only
     codes_accepted: int
     codes_refused: int
     codes_accepted_by_serial: dict[str, int]
@@ -77,6 +79,10 @@ class CredentialFacts(TypedDict):
     mfa_auth_time: float | None
     carries_mfa_context: bool
     expired: bool
+    session_name: str | None
+    source_identity: str | None
+    session_tags: dict[str, str]
+    transitive_tag_keys: list[str]
 
 
 class ClockInfo(TypedDict):
@@ -186,6 +192,7 @@ class EmulatorAdmin:
         max_mfa_age_seconds: int | None = None,
         external_id: str | None = None,
         max_session_duration: int | None = None,
+        trust_policy: dict[str, Any] | None = None,
     ) -> RoleInfo:
         body: dict[str, Any] = {
             "arn": arn,
@@ -198,6 +205,8 @@ class EmulatorAdmin:
             body["external_id"] = external_id
         if max_session_duration is not None:
             body["max_session_duration"] = max_session_duration
+        if trust_policy is not None:
+            body["trust_policy"] = trust_policy
         return cast(RoleInfo, self._call("POST", "roles", body))
 
     # --- observation -------------------------------------------------------------------------

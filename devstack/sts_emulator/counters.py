@@ -12,6 +12,7 @@ MAX_ACCEPTED_LOG = 10000
 @dataclass
 class Counters:
     calls: Counter[str] = field(default_factory=Counter)
+    calls_by_caller: Counter[str] = field(default_factory=Counter)  # "<action> <user name | role ARN>"
     errors: Counter[str] = field(default_factory=Counter)
     codes_accepted: int = 0
     codes_refused: int = 0
@@ -44,6 +45,7 @@ class Counters:
         calls = {"AssumeRole": 0, "GetSessionToken": 0, "GetCallerIdentity": 0, **self.calls}
         return {
             "calls": calls,
+            "calls_by_caller": dict(self.calls_by_caller),
             "codes_accepted": self.codes_accepted,
             "codes_refused": self.codes_refused,
             "codes_accepted_by_serial": dict(self.codes_accepted_by_serial),

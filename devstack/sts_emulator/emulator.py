@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import errors, mfa, protocol, sigv4, sts
+from . import errors, mfa, policy, protocol, sigv4, sts
 from .counters import Counters
 from .faults import Fault, FaultBook
 from .model import (
@@ -117,6 +117,8 @@ class Emulator:
             now = self.now()
             cred = sts.authenticate(self.state, request, self._wall_clock(), now)
             caller = self.state.principal(cred).arn
+            # Per calling principal (user name, or assumed-role ARN): tests count one identity's calls.
+            self.counters.calls_by_caller[f"{action} {cred.user_name or cred.role_arn or ''}"] += 1
             try:
                 if action == "GetCallerIdentity":
                     principal = sts.get_caller_identity(self.state, cred)
@@ -247,6 +249,7 @@ class Emulator:
         max_mfa_age_seconds: int | None = None,
         external_id: str | None = None,
         max_session_duration: int | None = None,
+        trust_policy: dict[str, Any] | None = None,
     ) -> Role:
         if ROLE_ARN.fullmatch(arn) is None:
             raise AdminError(
@@ -257,6 +260,11 @@ class Emulator:
             raise AdminError(400, "max_session_duration must be 3600..43200")
         if max_mfa_age_seconds is not None and max_mfa_age_seconds < 0:
             raise AdminError(400, "max_mfa_age_seconds must not be negative")
+        if trust_policy is not None:
+            try:
+                policy.validate(trust_policy)
+            except policy.PolicyError as exc:
+                raise AdminError(400, f"trust_policy: {exc}") from None
         with self._lock:
             existing = self.state.roles.get(arn)
             role = Role(
@@ -266,6 +274,7 @@ class Emulator:
                 max_mfa_age_seconds=max_mfa_age_seconds,
                 external_id=external_id,
                 max_session_duration=max_session,
+                trust_policy=trust_policy,
             )
             if existing is not None:
                 role.role_id = existing.role_id

@@ -41,10 +41,8 @@ def access_denied(message: str) -> STSError:
     return STSError("AccessDenied", message, 403)
 
 
-def not_authorized(caller_arn: str, role_arn: str) -> STSError:
-    return access_denied(
-        f"User: {caller_arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
-    )
+def not_authorized(caller_arn: str, role_arn: str, action: str = "sts:AssumeRole") -> STSError:
+    return access_denied(f"User: {caller_arn} is not authorized to perform: {action} on resource: {role_arn}")
 
 
 def validation_error(message: str) -> STSError:

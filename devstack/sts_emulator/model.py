@@ -66,6 +66,9 @@ class Role:
     external_id: str | None = None
     max_session_duration: int = DEFAULT_MAX_SESSION
     role_id: str = field(default_factory=lambda: random_id("AROA", 17))
+    # An IAM trust policy document (policy.py). None: the flags above, trusting the listed
+    # principals for sts:AssumeRole, sts:TagSession and sts:SetSourceIdentity.
+    trust_policy: dict[str, Any] | None = None
 
     @property
     def parts(self) -> tuple[str, str, str, str]:
@@ -110,6 +113,8 @@ class Credential:
     mfa_authenticated: bool = False
     mfa_auth_time: float | None = None
     source_identity: str | None = None
+    session_tags: dict[str, str] = field(default_factory=dict)  # AssumeRole session tags, keys as sent
+    transitive_tag_keys: list[str] = field(default_factory=list)
 
     @property
     def temporary(self) -> bool:
@@ -130,6 +135,10 @@ class Credential:
             "mfa_authenticated": self.mfa_authenticated,
             "mfa_auth_time": self.mfa_auth_time,
             "carries_mfa_context": self.kind is Kind.SESSION and self.mfa_authenticated,
+            "session_name": self.session_name,
+            "source_identity": self.source_identity,
+            "session_tags": dict(self.session_tags),
+            "transitive_tag_keys": list(self.transitive_tag_keys),
         }
 
 

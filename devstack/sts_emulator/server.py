@@ -222,6 +222,7 @@ class Handler(BaseHTTPRequestHandler):
                     max_mfa_age_seconds=_opt_int(body.get("max_mfa_age_seconds")),
                     external_id=body.get("external_id"),
                     max_session_duration=_opt_int(body.get("max_session_duration")),
+                    trust_policy=_opt_policy(body.get("trust_policy")),
                 )
                 return {
                     "arn": role.arn,
@@ -231,6 +232,7 @@ class Handler(BaseHTTPRequestHandler):
                     "max_mfa_age_seconds": role.max_mfa_age_seconds,
                     "external_id": role.external_id,
                     "max_session_duration": role.max_session_duration,
+                    "trust_policy": role.trust_policy,
                 }
             case ("GET", ["counters"]):
                 return emulator.counters_json()
@@ -259,6 +261,14 @@ class Handler(BaseHTTPRequestHandler):
 
 
 _INT = re.compile(r"-?\d+")
+
+
+def _opt_policy(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise AdminError(400, "trust_policy must be a JSON object (an IAM policy document)")
+    return value
 
 
 def _opt_int(value: Any) -> int | None:

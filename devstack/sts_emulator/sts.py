@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import errors, mfa, sigv4
+from . import policy as iam_policy
 from .counters import Counters
 from .model import (
     ROLE_ARN,
@@ -200,6 +201,38 @@ def _validate_assume_role(params: Params) -> tuple[str, str, int | None, str | N
     return role_arn, session_name, duration, serial, code
 
 
+def _trust_context(
+    principal: Principal,
+    params: Params,
+    tags: list[tuple[str, str]],
+    transitive: list[str],
+    mfa_time: float | None,
+    now: float,
+) -> iam_policy.RequestContext:
+    cred = principal.credential
+    values: dict[str, str] = {"aws:principalarn": principal.trust_arn}
+    for name, key in (("ExternalId", "sts:externalid"), ("RoleSessionName", "sts:rolesessionname"),
+                      ("SourceIdentity", "sts:sourceidentity")):
+        if params.get(name) is not None:
+            values[key] = params[name]
+    if cred.kind is Kind.ASSUMED_ROLE and cred.source_identity is not None:
+        values["aws:sourceidentity"] = cred.source_identity
+    if mfa_time is not None:
+        values["aws:multifactorauthpresent"] = "true"
+        values["aws:multifactorauthage"] = str(int(now - mfa_time))
+    elif cred.temporary:
+        values["aws:multifactorauthpresent"] = "false"
+    root = f"arn:{principal.partition}:iam::{principal.account}:root"
+    return iam_policy.RequestContext(
+        principal_arns=(principal.trust_arn, root, principal.account),
+        principal_arn=principal.trust_arn,
+        values=values,
+        multi={"aws:tagkeys": [k for k, _ in tags], "sts:transitivetagkeys": list(transitive)},
+        request_tags={k.lower(): v for k, v in tags},
+        principal_tags={k.lower(): v for k, v in cred.session_tags.items()},
+    )
+
+
 def assume_role(
     state: State, cred: Credential, params: Params, now: float, counters: Counters
 ) -> AssumedRole:
@@ -223,9 +256,29 @@ def assume_role(
         )
     principal = state.principal(cred)
     role = state.roles.get(role_arn)
+    transitive = _member_list(params, "TransitiveTagKeys")
+    source_identity = params.get("SourceIdentity")
+    # A chained session keeps the caller's transitive tags and SourceIdentity.
+    inherited_tags = {k: v for k, v in cred.session_tags.items()
+                      if k.lower() in {t.lower() for t in cred.transitive_tag_keys}}
+    inherited_source = cred.source_identity if cred.kind is Kind.ASSUMED_ROLE else None
     # Configuration problems come before the MFA check so they never spend a code.
-    if role is None or not role_trusts(role, principal):
+    if role is None:
         raise errors.not_authorized(principal.arn, role_arn)
+    if role.trust_policy is None:
+        if not role_trusts(role, principal):
+            raise errors.not_authorized(principal.arn, role_arn)
+    else:
+        pending_mfa = now if serial is not None and code is not None else principal.mfa_context_time
+        context = _trust_context(principal, params, tags, transitive, pending_mfa, now)
+        needed = ["sts:AssumeRole"]
+        if tags or transitive or inherited_tags:
+            needed.append("sts:TagSession")
+        if source_identity is not None or inherited_source is not None:
+            needed.append("sts:SetSourceIdentity")
+        for action in needed:
+            if not iam_policy.allows(role.trust_policy, action, context):
+                raise errors.not_authorized(principal.arn, role_arn, action)
     if role.external_id is not None and params.get("ExternalId") != role.external_id:
         raise errors.not_authorized(principal.arn, role_arn)
     requested = duration if duration is not None else ROLE_DEFAULT_DURATION
@@ -256,7 +309,9 @@ def assume_role(
     issued.session_name = session_name
     issued.mfa_authenticated = mfa_time is not None
     issued.mfa_auth_time = mfa_time
-    issued.source_identity = params.get("SourceIdentity")
+    issued.source_identity = inherited_source if inherited_source is not None else source_identity
+    issued.session_tags = {**inherited_tags, **dict(tags)}
+    issued.transitive_tag_keys = sorted({*(k for k in inherited_tags), *transitive})
     return AssumedRole(
         credential=issued,
         assumed_role_id=f"{role.role_id}:{session_name}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from vault_sts_operator.api.specs import IdentitySpec
 from vault_sts_operator.api.timefmt import format_time
@@ -56,6 +56,7 @@ def build_services(config: OperatorConfig, rest: KubeRest, events: EventSink) ->
                               sts_concurrency=config.sts_concurrency, on_session=record_session)
     reconciler = CredentialReconciler(
         kube=kube, issuer=issuer, writer=SecretWriter(kube), events=events,
-        restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds))
+        restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds),
+        rotate_min_interval=timedelta(seconds=config.rotate_min_interval_seconds))
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, wakeups=Wakeups(),
                     passes=asyncio.Semaphore(config.max_concurrent_passes))

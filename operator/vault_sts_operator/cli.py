@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sts-concurrency", type=int, default=16, help="STS calls in flight at most")
     run.add_argument("--restart-debounce", type=float, default=10.0, metavar="SECONDS",
                      help="rollout restarts asked for within this window are done once")
+    run.add_argument("--rotate-min-interval", type=float, default=OperatorConfig.rotate_min_interval_seconds,
+                     metavar="SECONDS", help="the rotate annotation reissues a Secret only once it is this old "
+                     "(default %(default)s); an earlier request waits until then")
     return parser
 
 
@@ -83,6 +86,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         peering_name=args.peering,
         sts_concurrency=args.sts_concurrency,
         restart_debounce_seconds=args.restart_debounce,
+        rotate_min_interval_seconds=args.rotate_min_interval,
     )
 
 

@@ -25,3 +25,5 @@ class OperatorConfig:
     worker_threads: int = 16
     max_concurrent_passes: int = 16
     restart_debounce_seconds: float = 10.0
+    # A rotate annotation is honoured once the Secret is this old (docs/reference.md, "Rotating on demand").
+    rotate_min_interval_seconds: float = 60.0

@@ -26,6 +26,8 @@ VAULT_LATENCY = Histogram(f"{_NS}_vault_request_seconds", "Vault request latency
 STS_CALLS = Counter(f"{_NS}_sts_requests_total", "STS requests", ["action", "outcome"])
 STS_LATENCY = Histogram(f"{_NS}_sts_request_seconds", "STS request latency", ["action"])
 ROLLOUT_RESTARTS = Counter(f"{_NS}_rollout_restarts_total", "Workloads restarted after a rotation", ["kind"])
+ROLLOUT_RESTARTS_REFUSED = Counter(f"{_NS}_rollout_restarts_refused_total",
+                                   "Rollout restarts not done: the workload does not opt in", ["kind"])
 
 
 def forget_credential(namespace: str, name: str) -> None:

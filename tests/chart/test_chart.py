@@ -113,6 +113,8 @@ def test_install_creates_every_object(stack, chart_release):
         ("update", "leases.coordination.k8s.io", OPERATOR_NAMESPACE, True),
         ("update", "leases.coordination.k8s.io", "kube-system", False),
         ("patch", "deployments.apps", "team-x", True),
+        ("get", "deployments.apps", "team-x", True),  # reads the restart opt-in annotation
+        ("list", "deployments.apps", "team-x", False),
         ("delete", "deployments.apps", "team-x", False),
         ("patch", "assumedrolecredentials.vaultsts.io/status", "team-x", True),
         ("delete", "assumedrolecredentials.vaultsts.io", "team-x", False),

@@ -10,7 +10,7 @@ import pytest
 
 from devstack.env import StackEnv
 from devstack.kubeconfig import kubeconfig_for_service_account
-from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA, OperatorProcess
+from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA, TEST_OPERATOR_ARGS, OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = "vault-sts-operator"
@@ -22,7 +22,8 @@ def operator(stack: StackEnv, chart_release: str) -> Iterator[OperatorProcess]:
     and kopf peering as the chart configures it: every end-to-end test proves the RBAC is enough."""
     kubeconfig = kubeconfig_for_service_account(stack, OPERATOR_NAMESPACE, OPERATOR_SA,
                                                 stack.stack_dir / "operator-sa.kubeconfig")
-    proc = OperatorProcess(stack, kubeconfig=kubeconfig, extra_args=["--peering", "vault-sts-operator"])
+    proc = OperatorProcess(stack, kubeconfig=kubeconfig,
+                           extra_args=["--peering", "vault-sts-operator", *TEST_OPERATOR_ARGS])
     proc.stop_others()
     proc.start()
     yield proc

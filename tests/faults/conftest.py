@@ -17,7 +17,7 @@ import devstack.seed
 from devstack.env import StackEnv
 from devstack.kubeconfig import kubeconfig_for_service_account
 from devstack.manifests import mfa_identity
-from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA, OperatorProcess
+from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA, TEST_OPERATOR_ARGS, OperatorProcess
 from devstack.seed import RoleSpec, SeededIdentity, seed_identity
 from tests.e2e.helpers import Kube
 from tests.faults.helpers import REPORTS_WRITTEN, FaultReport, SecretGuard
@@ -32,7 +32,8 @@ def operator_kubeconfig(stack: StackEnv, chart_release: str) -> Path:
 
 
 def new_operator(stack: StackEnv, kubeconfig: Path, name: str) -> OperatorProcess:
-    return OperatorProcess(stack, name=name, kubeconfig=kubeconfig, extra_args=["--peering", PEERING])
+    return OperatorProcess(stack, name=name, kubeconfig=kubeconfig,
+                           extra_args=["--peering", PEERING, *TEST_OPERATOR_ARGS])
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,7 @@ def test_session_key_changes_with_serial():
 def test_parse_credential_defaults_and_hash():
     spec = {"identityRef": {"name": "ops"}, "roleArn": "arn:aws:iam::123456789012:role/app-billing"}
     cred = parse_credential("team-a", "billing", spec)
-    assert cred.role_session_name == "team-a-billing"
+    assert cred.role_session_name == "team-a@billing"
     assert cred.target.secret_name == "billing"
     assert cred.duration_seconds == 3600 and cred.mfa_mode == "session"
     same = parse_credential("team-a", "billing", {**spec, "renewBefore": "10m"})

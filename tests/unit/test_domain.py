@@ -55,9 +55,9 @@ def test_namespace_selector_allows():
 @pytest.mark.parametrize(
     ("ns", "name", "expected"),
     [
-        ("team-a", "billing", "team-a-billing"),
-        ("a", "b:c/d", "a-b-c-d"),
-        ("x" * 40, "y" * 40, ("x" * 40 + "-" + "y" * 40)[:64]),
+        ("team-a", "billing", "team-a@billing"),
+        ("a", "b:c/d", "a@b-c-d"),
+        ("x" * 40, "y" * 40, ("x" * 40 + "@" + "y" * 40)[:64]),
     ],
 )
 def test_default_session_name(ns, name, expected):

@@ -254,7 +254,12 @@ def test_rollout_restarts_are_debounced():
         def __init__(self) -> None:
             self.restarts: list[tuple[str, str, str]] = []
 
-        def restart_workload(self, kind: str, namespace: str, name: str, stamp: str) -> None:
+        def workload_metadata(self, kind: str, namespace: str, name: str) -> dict[str, object]:
+            opt_in = {"stranger": "other-cred", "db": "x, cred"}.get(name, "cred")
+            return {"annotations": {"vaultsts.io/restart-on-rotation": opt_in}, "resourceVersion": "7"}
+
+        def restart_workload(self, kind: str, namespace: str, name: str, stamp: str, resource_version: str) -> None:
+            assert resource_version == "7"
             if name == "broken":
                 raise KubernetesError("restarting Deployment ns/broken: HTTP 404")
             self.restarts.append((kind, namespace, name))
@@ -263,19 +268,26 @@ def test_rollout_restarts_are_debounced():
     failures: list[str] = []
     restarter = RolloutRestarter(kube, debounce_seconds=0.05)  # type: ignore[arg-type]
 
+    def ask(kind: str, name: str) -> bool:
+        return restarter.request((kind, "ns", name), lambda t, m: failures.append(m), credential="cred")
+
     async def run() -> list[bool]:
-        asked = [restarter.request(("Deployment", "ns", "app"), lambda t, m: failures.append(m)) for _ in range(5)]
-        asked.append(restarter.request(("StatefulSet", "ns", "db"), lambda t, m: failures.append(m)))
-        asked.append(restarter.request(("Deployment", "ns", "broken"), lambda t, m: failures.append(m)))
+        asked = [ask("Deployment", "app") for _ in range(5)]
+        asked.append(ask("StatefulSet", "db"))
+        asked.append(ask("Deployment", "broken"))
+        asked.append(ask("Deployment", "stranger"))
         await restarter.drain()
-        asked.append(restarter.request(("Deployment", "ns", "app"), lambda t, m: failures.append(m)))
+        asked.append(ask("Deployment", "app"))
         await restarter.drain()
         return asked
 
     asked = asyncio.run(run())
-    assert asked == [True, False, False, False, False, True, True, True]
+    assert asked == [True, False, False, False, False, True, True, True, True]
     assert kube.restarts == [("Deployment", "ns", "app"), ("StatefulSet", "ns", "db"), ("Deployment", "ns", "app")]
-    assert failures == ["restarting Deployment ns/broken: HTTP 404"]
+    assert sorted(failures) == [
+        "Deployment stranger was not restarted: it does not opt in (add the annotation "
+        "vaultsts.io/restart-on-rotation: cred to its metadata)",
+        "restarting Deployment ns/broken: HTTP 404"]
 
 
 def test_sts_clients_are_reused_and_bounded():

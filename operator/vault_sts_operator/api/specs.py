@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.errors import InvalidSpecError
-from vault_sts_operator.domain.session_name import default_session_name
+from vault_sts_operator.domain.renewal import renew_before_refusal
+from vault_sts_operator.domain.session_name import qualified_session_name
+from vault_sts_operator.domain.tenancy import MFA_MODES, TenantPolicy, policy_problems
 
 MfaMode = Literal["session", "direct"]
 CredentialType = Literal["sessionToken", "assumedRole"]
@@ -100,6 +102,8 @@ class IdentitySpec:
     allowed_namespaces: tuple[str, ...]
     allowed_role_arns: tuple[str, ...]
     allowed_namespace_labels: tuple[tuple[str, str], ...] = ()
+    # What tenants may send to AWS, and what the identity sends for them (domain/tenancy.py).
+    tenancy: TenantPolicy = field(default_factory=TenantPolicy)
 
     @property
     def device_key(self) -> str:
@@ -225,6 +229,38 @@ def parse_vault_connection(
     )
 
 
+def _bool(raw: Any, where: str) -> bool:
+    if raw is None:
+        return False
+    if not isinstance(raw, bool):
+        raise InvalidSpecError(f"{where} must be true or false")
+    return raw
+
+
+def parse_tenant_policy(spec: Mapping[str, Any]) -> TenantPolicy:
+    """spec.sessionTags, spec.sourceIdentity, spec.externalId and spec.limits of an MFAIdentity."""
+    tags = spec.get("sessionTags") or {}
+    source = spec.get("sourceIdentity") or {}
+    external = spec.get("externalId") or {}
+    limits = spec.get("limits") or {}
+    max_duration = limits.get("maxDurationSeconds")
+    modes = limits.get("mfaModes")
+    policy = TenantPolicy(
+        reserved_tags=_bool(tags.get("reserved"), "spec.sessionTags.reserved"),
+        tenant_tag_keys=tuple(str(k) for k in tags.get("tenantKeys") or ()),
+        source_identity=_bool(source.get("enabled"), "spec.sourceIdentity.enabled"),
+        external_id=str(external.get("value") or ""),
+        external_ids=tuple(sorted((str(k), str(v)) for k, v in (external.get("byNamespace") or {}).items())),
+        allow_tenant_external_id=_bool(external.get("allowTenantValue"), "spec.externalId.allowTenantValue"),
+        max_duration_seconds=int(max_duration) if max_duration is not None else None,
+        mfa_modes=tuple(str(m) for m in modes) if modes is not None else MFA_MODES,
+    )
+    problems = policy_problems(policy)
+    if problems:
+        raise InvalidSpecError("spec." + "; spec.".join(problems))
+    return policy
+
+
 def parse_identity(
     name: str, uid: str, spec: Mapping[str, Any], *, default_vault: VaultConnection | None,
     operator_namespace: str,
@@ -268,6 +304,12 @@ def parse_identity(
         raise InvalidSpecError(f"spec.session.durationSeconds {duration} is outside 900..129600")
     sts = spec.get("sts") or {}
     selector = (spec.get("allowedNamespaceSelector") or {}).get("matchLabels") or {}
+    tenancy = parse_tenant_policy(spec)
+    if not needs_mfa and tenancy.sends_identity_fields:
+        raise InvalidSpecError(
+            "spec.accessKey.vaultAWS.credentialType assumedRole: Vault calls AssumeRole itself and cannot send "
+            "session tags, SourceIdentity or an ExternalId; use sessionToken or kv, or leave sessionTags.reserved, "
+            "sourceIdentity and externalId out")
     return IdentitySpec(
         name=name, uid=uid, vault=vault, access_key=access_key, mfa_serial=serial, totp=totp,
         session_duration=duration,
@@ -276,6 +318,7 @@ def parse_identity(
         allowed_namespaces=tuple(str(n) for n in spec.get("allowedNamespaces") or ()),
         allowed_role_arns=tuple(str(a) for a in spec.get("allowedRoleArns") or ()),
         allowed_namespace_labels=tuple(sorted((str(k), str(v)) for k, v in selector.items())),
+        tenancy=tenancy,
     )
 
 
@@ -296,12 +339,16 @@ def parse_credential(namespace: str, name: str, spec: Mapping[str, Any]) -> Cred
         renew_before = timedelta(seconds=parse_duration(str(renew_raw))) if renew_raw else None
     except ValueError as exc:
         raise InvalidSpecError(f"spec.renewBefore: {exc}") from None
+    refusal = renew_before_refusal(renew_before, timedelta(seconds=duration))
+    if refusal:
+        raise InvalidSpecError(refusal)
     target = spec.get("target") or {}
     return CredentialSpec(
         namespace=namespace, name=name,
         identity_name=str(_require(identity_ref, "name", "spec.identityRef")),
         role_arn=str(_require(spec, "roleArn", "spec")),
-        role_session_name=str(spec.get("roleSessionName") or default_session_name(namespace, name)),
+        # Always `<namespace>@...`: the namespace can be read back from every session (domain/session_name.py).
+        role_session_name=qualified_session_name(namespace, str(spec.get("roleSessionName") or name)),
         duration_seconds=duration,
         mfa_mode="direct" if mode == "direct" else "session",
         external_id=str(spec.get("externalId") or ""),

@@ -97,12 +97,32 @@ class KubeGateway:
         return dict(ns.get("metadata", {}).get("labels") or {})
 
     # -- consumers ------------------------------------------------------------------------------
-    def restart_workload(self, kind: str, namespace: str, name: str, stamp: str) -> None:
-        """What `kubectl rollout restart` does: bump a pod-template annotation."""
+    def workload_metadata(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The workload's metadata (annotations, resourceVersion), or None when it does not exist."""
         plural = WORKLOAD_PLURALS.get(kind)
         if plural is None:
             raise KubernetesError(f"rolloutRestartTargets: unsupported kind {kind!r}")
-        patch = {"spec": {"template": {"metadata": {"annotations": {c.RESTARTED_AT_ANNOTATION: stamp}}}}}
+        try:
+            body = self.rest.request("GET", f"/apis/apps/v1/namespaces/{quote(namespace)}/{plural}/{quote(name)}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise KubernetesError(f"reading {kind} {namespace}/{name}: {exc}") from None
+        return dict(body.get("metadata") or {})
+
+    def restart_workload(self, kind: str, namespace: str, name: str, stamp: str, resource_version: str = "") -> None:
+        """What `kubectl rollout restart` does: bump a pod-template annotation.
+
+        With `resource_version`, only if the workload is unchanged since it was read (a 409 otherwise),
+        so an opt-in annotation removed meanwhile is respected.
+        """
+        plural = WORKLOAD_PLURALS.get(kind)
+        if plural is None:
+            raise KubernetesError(f"rolloutRestartTargets: unsupported kind {kind!r}")
+        patch: dict[str, Any] = {
+            "spec": {"template": {"metadata": {"annotations": {c.RESTARTED_AT_ANNOTATION: stamp}}}}}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         try:
             self.rest.request("PATCH", f"/apis/apps/v1/namespaces/{quote(namespace)}/{plural}/{quote(name)}", patch,
                               content_type=STRATEGIC_MERGE_PATCH)

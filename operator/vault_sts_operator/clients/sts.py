@@ -44,6 +44,8 @@ class AssumeRoleRequest:
     policy: str = ""
     policy_arns: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
+    transitive_tag_keys: tuple[str, ...] = ()
+    source_identity: str = ""
 
 
 def classify(exc: Exception, action: str, *, with_session: bool = False) -> StsError:
@@ -153,6 +155,10 @@ class StsGateway:
             params["PolicyArns"] = [{"arn": a} for a in request.policy_arns]
         if request.tags:
             params["Tags"] = [{"Key": k, "Value": v} for k, v in request.tags]
+        if request.transitive_tag_keys:
+            params["TransitiveTagKeys"] = list(request.transitive_tag_keys)
+        if request.source_identity:
+            params["SourceIdentity"] = request.source_identity
         if carries_code:
             params["SerialNumber"], params["TokenCode"] = serial, code
         response = self._timed("AssumeRole", lambda: client.assume_role(**params),

@@ -68,6 +68,8 @@ class Trigger(Enum):
 class Decision:
     trigger: Trigger | None  # None: nothing to do until `renew_at`
     renew_at: datetime | None = None
+    # A rotate request waiting for the minimum interval: the pass to honour it is due then.
+    deferred_until: datetime | None = None
 
     @property
     def issue_now(self) -> bool:
@@ -82,19 +84,29 @@ def decide(
     rotate_request: str,
     renew_before: timedelta | None,
     jitter_key: str,
+    rotate_min_interval: timedelta = timedelta(0),
 ) -> Decision:
+    """What to do now. A rotate request is honoured once the Secret is `rotate_min_interval` old.
+
+    The rotate annotation is the tenant's: without a minimum interval, changing it every second
+    would reissue every second (an STS call each, a TOTP code each in `mfa: direct`).
+    """
     if record is None:
         return Decision(Trigger.MISSING)
     if record.spec_hash != spec_hash:
         return Decision(Trigger.SPEC_CHANGED)
-    if rotate_request and rotate_request != record.rotate_request:
-        return Decision(Trigger.ROTATION_REQUESTED)
     if now >= record.expiration:
         return Decision(Trigger.EXPIRED)
+    deferred_until = None
+    if rotate_request and rotate_request != record.rotate_request:
+        allowed_at = record.issued_at + rotate_min_interval
+        if now >= allowed_at:
+            return Decision(Trigger.ROTATION_REQUESTED)
+        deferred_until = allowed_at
     renew_at = renewal_time(
         issued_at=record.issued_at, expiration=record.expiration, renew_before=renew_before,
         jitter_key=f"{jitter_key}/{format_time(record.expiration)}",
     )
     if now >= renew_at:
         return Decision(Trigger.RENEWAL_DUE, renew_at)
-    return Decision(None, renew_at)
+    return Decision(None, renew_at, deferred_until)

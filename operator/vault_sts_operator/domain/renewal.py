@@ -43,6 +43,19 @@ def renewal_time(
     return max(expiration - before - jitter, earliest)
 
 
+def renew_before_refusal(renew_before: timedelta | None, lifetime: timedelta) -> str | None:
+    """Why `renewBefore` cannot work with this lifetime, or None.
+
+    A renewBefore at or above the lifetime would make every issue due at once: a reissue (an STS
+    call, a TOTP code in `mfa: direct`, a rollout restart) every pass. The CRD refuses it at apply
+    time; this catches credentials stored before that rule.
+    """
+    if renew_before is not None and renew_before >= lifetime:
+        return (f"spec.renewBefore ({renew_before.total_seconds():.0f}s) must be shorter than the credential's "
+                f"lifetime ({lifetime.total_seconds():.0f}s, spec.durationSeconds)")
+    return None
+
+
 def backoff_delay(attempt: int, *, base: float, cap: float, jitter_key: str) -> float:
     """Exponential backoff (base * 2^(attempt-1), capped) with up to +25 % jitter."""
     raw = min(cap, base * 2 ** max(attempt - 1, 0))

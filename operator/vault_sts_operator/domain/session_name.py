@@ -1,4 +1,13 @@
-"""RoleSessionName rules: 2-64 characters of [A-Za-z0-9_+=,.@-]."""
+"""RoleSessionName rules: 2-64 characters of [A-Za-z0-9_+=,.@-], and the namespace always readable from it.
+
+Every session name the operator sends is `<namespace>@<rest>`. Namespace names hold no `@`
+(they are DNS labels), so the text before the first `@` is always the namespace: CloudTrail
+shows who asked, and a trust policy can demand `"sts:RoleSessionName": "team-a@*"`. A tenant's
+`roleSessionName` becomes `<rest>` (kept as is when it already starts with `<namespace>@`);
+the default `<rest>` is the credential's name. The old `<namespace>-<name>` could not be read
+back: namespace `team-a` with credential `b-x` and namespace `team-a-b` with credential `x` both
+gave `team-a-b-x`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +15,26 @@ import re
 
 _INVALID = re.compile(r"[^\w+=,.@-]", re.ASCII)
 MAX_LENGTH = 64
+SEPARATOR = "@"
+
+
+def _valid(text: str) -> str:
+    return _INVALID.sub("-", text)
+
+
+def qualified_session_name(namespace: str, requested: str) -> str:
+    """`<namespace>@<requested>`, made valid for STS and cut to 64 characters (the namespace is never cut)."""
+    prefix = f"{namespace}{SEPARATOR}"
+    rest = requested[len(prefix):] if requested.startswith(prefix) else requested
+    candidate = _valid(prefix + rest)[:MAX_LENGTH]
+    return candidate if len(candidate) >= 2 else candidate.ljust(2, "-")
 
 
 def default_session_name(namespace: str, name: str) -> str:
-    """`<namespace>-<name>`, made valid for STS (invalid characters become '-', cut to 64)."""
-    candidate = _INVALID.sub("-", f"{namespace}-{name}")[:MAX_LENGTH]
-    return candidate if len(candidate) >= 2 else candidate.ljust(2, "-")
+    """`<namespace>@<name>`, made valid for STS (invalid characters become '-', cut to 64)."""
+    return qualified_session_name(namespace, name)
+
+
+def namespace_of(session_name: str) -> str:
+    """The namespace a session name was issued for (the text before the first `@`)."""
+    return session_name.split(SEPARATOR, 1)[0]

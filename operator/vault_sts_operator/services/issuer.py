@@ -19,6 +19,7 @@ from vault_sts_operator.clients.vault import VaultSession
 from vault_sts_operator.clients.vault_factory import VaultSessionFactory
 from vault_sts_operator.domain.credentials import TemporaryCredentials, TotpCode
 from vault_sts_operator.domain.errors import InvalidSpecError, MfaCodeRejectedError, SessionInvalidError, VaultError
+from vault_sts_operator.domain.tenancy import SessionParameters, session_parameters
 from vault_sts_operator.services.limiter import FairLimiter
 from vault_sts_operator.services.mfa_device import MfaDeviceGuard
 from vault_sts_operator.services.mfa_sessions import MfaSessionCache
@@ -85,7 +86,8 @@ class CredentialIssuer:
         else:
             raise InvalidSpecError(f"MFAIdentity {identity.name}: credentialType assumedRole has no MFA session")
 
-        creds = await self._devices.spend(identity.device_key, fetch, use, identity=identity.name)
+        creds = await self._devices.spend(identity.device_key, fetch, use, identity=identity.name,
+                                          tenant=f"MFAIdentity/{identity.name}")
         metrics.MFA_SESSIONS.labels(identity=identity.name).inc()
         if self._on_session is not None:
             await asyncio.to_thread(self._on_session, identity, creds)
@@ -93,9 +95,12 @@ class CredentialIssuer:
 
     # -- one credential -------------------------------------------------------------------
     async def issue(self, identity: IdentitySpec, spec: CredentialSpec) -> TemporaryCredentials:
+        # Refusals come before any Vault read, TOTP code or STS call.
+        params = tenant_parameters(identity, spec)
         request = AssumeRoleRequest(
-            role_arn=spec.role_arn, session_name=spec.role_session_name, duration_seconds=spec.duration_seconds,
-            external_id=spec.external_id, policy=spec.policy, policy_arns=spec.policy_arns, tags=spec.tags)
+            role_arn=spec.role_arn, session_name=params.session_name, duration_seconds=spec.duration_seconds,
+            external_id=params.external_id, policy=spec.policy, policy_arns=spec.policy_arns, tags=params.tags,
+            transitive_tag_keys=params.transitive_tag_keys, source_identity=params.source_identity)
         source = identity.access_key
         if isinstance(source, VaultAwsAccessKey) and source.credential_type == "assumedRole":
             return await self._issue_through_vault_sts(identity, source, request)
@@ -104,7 +109,7 @@ class CredentialIssuer:
                 raise InvalidSpecError(
                     f"mfa: direct needs MFAIdentity {identity.name} to use accessKey.kv: with accessKey.vaultAWS "
                     "the long-term key stays in Vault and only the session mode can use it")
-            return await self._issue_direct(identity, source, request)
+            return await self._issue_direct(identity, source, request, tenant=spec.namespace)
         return await self._issue_with_session(identity, request)
 
     async def _issue_with_session(self, identity: IdentitySpec, request: AssumeRoleRequest) -> TemporaryCredentials:
@@ -123,7 +128,7 @@ class CredentialIssuer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _issue_direct(self, identity: IdentitySpec, source: KvAccessKey,
-                            request: AssumeRoleRequest) -> TemporaryCredentials:
+                            request: AssumeRoleRequest, *, tenant: str) -> TemporaryCredentials:
         vault = await self._vault_session(identity)
         key = await asyncio.to_thread(vault.read_access_key, source.mount, source.path,
                                       source.access_key_id_key, source.secret_access_key_key)
@@ -136,7 +141,9 @@ class CredentialIssuer:
                 region=identity.sts_region, endpoint=identity.sts_endpoint, key_id=key.access_key_id,
                 secret=key.secret_access_key, token=None, request=request, serial=identity.mfa_serial, code=code))
 
-        return await self._devices.spend(identity.device_key, fetch, use, identity=identity.name)
+        # The device's queue is fair across namespaces: one namespace's many direct credentials
+        # cannot make another namespace wait behind all of them.
+        return await self._devices.spend(identity.device_key, fetch, use, identity=identity.name, tenant=tenant)
 
     async def _issue_through_vault_sts(self, identity: IdentitySpec, source: VaultAwsAccessKey,
                                        request: AssumeRoleRequest) -> TemporaryCredentials:
@@ -151,3 +158,24 @@ class CredentialIssuer:
                     "so a role whose trust policy demands MFA refuses it)",
                     reason=reasons.ACCESS_DENIED, transient=False) from None
             raise
+
+
+def tenant_parameters(identity: IdentitySpec, spec: CredentialSpec) -> SessionParameters:
+    """What STS is told about the tenant (domain/tenancy.py), or InvalidSpecError / NotAllowedError.
+
+    With `accessKey.vaultAWS.credentialType: assumedRole`, Vault calls AssumeRole with the role ARN,
+    session name and duration only: a tenant's scope-down policy, tags or ExternalId would be
+    dropped silently (the credentials would carry more rights than asked), so they are refused.
+    """
+    source = identity.access_key
+    if isinstance(source, VaultAwsAccessKey) and source.credential_type == "assumedRole":
+        ignored = [name for name, value in (("policy", spec.policy), ("policyArns", spec.policy_arns),
+                                            ("tags", spec.tags), ("externalId", spec.external_id)) if value]
+        if ignored:
+            raise InvalidSpecError(
+                f"spec.{', spec.'.join(ignored)}: MFAIdentity {identity.name!r} issues through Vault's AWS engine "
+                "(credentialType assumedRole), which cannot pass them; remove them or use another identity")
+    return session_parameters(
+        identity.tenancy, identity=identity.name, namespace=spec.namespace, name=spec.name,
+        requested_session_name=spec.role_session_name, tenant_tags=spec.tags,
+        tenant_external_id=spec.external_id, duration_seconds=spec.duration_seconds, mfa_mode=spec.mfa_mode)

@@ -9,6 +9,7 @@ first served (asyncio semaphores are FIFO).
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,3 +29,71 @@ class FairLimiter:
         mine = self._per_key.setdefault(key, asyncio.Semaphore(self._per_key_limit))
         async with mine, self._total:
             yield
+
+
+class FairLock:
+    """A lock whose waiters are served round-robin across keys (tenants), first come first served within one.
+
+    Guards a shared MFA device: a code per 30-second period is all it gives, so a FIFO lock would let
+    a namespace with fifty `mfa: direct` credentials make every other namespace wait 25 minutes.
+    Here a namespace that just had its turn goes to the back of the line of namespaces.
+    (asyncio has no fair lock; this one is small: one deque of waiters per key, an ordered dict of keys.)
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+
+    @property
+    def locked(self) -> bool:
+        return self._held
+
+    def waiting(self) -> dict[str, int]:
+        return {key: len(queue) for key, queue in self._queues.items()}
+
+    async def acquire(self, key: str) -> None:
+        if not self._held and not self._queues:
+            self._held = True
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(key, deque()).append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release()  # the lock was handed over just as the waiter was cancelled
+            else:
+                self._discard(key, future)
+            raise
+
+    def _discard(self, key: str, future: asyncio.Future[None]) -> None:
+        queue = self._queues.get(key)
+        if queue is not None and future in queue:
+            queue.remove(future)
+            if not queue:
+                del self._queues[key]
+
+    def release(self) -> None:
+        if not self._held:
+            raise RuntimeError("FairLock released while not held")
+        self._release()
+
+    def _release(self) -> None:
+        while self._queues:
+            key, queue = next(iter(self._queues.items()))
+            future = queue.popleft()
+            del self._queues[key]
+            if queue:  # this key waits again, behind every other key
+                self._queues[key] = queue
+            if not future.done():
+                future.set_result(None)  # ownership passes straight to the waiter
+                return
+        self._held = False
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        await self.acquire(key)
+        try:
+            yield
+        finally:
+            self.release()

@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 from vault_sts_operator import metrics
 from vault_sts_operator.domain.credentials import TotpCode
 from vault_sts_operator.domain.errors import MfaCodeRejectedError, StsError
+from vault_sts_operator.services.limiter import FairLock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,7 +68,7 @@ class MfaDeviceGuard:
         self._clock = clock
         self._sleep = sleep
         self._max_attempts = max_attempts
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, FairLock] = {}
 
     async def _wait_for_step(self, after_step: int, period: int) -> None:
         delay = (after_step + 1) * period - self._clock() + STEP_MARGIN_SECONDS
@@ -101,14 +102,16 @@ class MfaDeviceGuard:
         use: Callable[[str], Awaitable[T]],
         *,
         identity: str = "",
+        tenant: str = "",
     ) -> T:
         """Fetch a fresh code and pass it to `use`, exactly once per time step.
 
         A code AWS rejects as invalid (already used elsewhere, clock skew) is followed
         by a fresh code in the next period, at most `max_attempts` times in all.
+        Callers queue per `tenant` (a namespace): the device is shared round-robin between tenants.
         """
-        lock = self._locks.setdefault(device, asyncio.Lock())
-        async with lock:
+        lock = self._locks.setdefault(device, FairLock())
+        async with lock.hold(tenant):
             attempt = 0
             while True:
                 attempt += 1

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from vault_sts_operator import metrics
@@ -25,7 +25,7 @@ from vault_sts_operator.domain import allowlist
 from vault_sts_operator.domain.decisions import Decision, IssuedRecord, Trigger, decide, read_issued_record
 from vault_sts_operator.domain.errors import IssuingError, NotAllowedError
 from vault_sts_operator.domain.renewal import backoff_delay, renewal_time
-from vault_sts_operator.services.issuer import CredentialIssuer
+from vault_sts_operator.services.issuer import CredentialIssuer, tenant_parameters
 from vault_sts_operator.services.restarts import RolloutRestarter
 from vault_sts_operator.services.secret_writer import SecretWriter
 
@@ -61,7 +61,9 @@ class CredentialReconciler:
         events: EventSink,
         restarter: RolloutRestarter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rotate_min_interval: timedelta = timedelta(0),
     ) -> None:
+        self._rotate_min_interval = rotate_min_interval
         self._restarter = restarter
         self._kube = kube
         self._issuer = issuer
@@ -82,13 +84,16 @@ class CredentialReconciler:
             rotate_request = str((meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION, ""))
             decision = decide(now=self._clock(), record=record, spec_hash=spec.issuance_hash(),
                               rotate_request=rotate_request, renew_before=spec.renew_before,
-                              jitter_key=f"{namespace}/{name}")
+                              jitter_key=f"{namespace}/{name}", rotate_min_interval=self._rotate_min_interval)
             if decision.issue_now:
                 record = await self._issue(body, spec, identity, current, record, decision, rotate_request)
             else:
                 assert record is not None  # decide() issues when there is no record
                 await self._report_current(body, spec, record, decision, status)
             renew_at = self._renew_at(spec, record)
+            if decision.deferred_until is not None:
+                renew_at = min(renew_at, decision.deferred_until)
+                self._report_deferred(body, decision.deferred_until)
             metrics.SECONDS_UNTIL_EXPIRY.labels(namespace=namespace, name=name).set(
                 (record.expiration - self._clock()).total_seconds())
             metrics.EXPIRATION_TIMESTAMP.labels(namespace=namespace, name=name).set(record.expiration.timestamp())
@@ -115,6 +120,14 @@ class CredentialReconciler:
                                     allowed_role_arns=identity.allowed_role_arns, namespace_selected=selected)
         if refusal:
             raise NotAllowedError(refusal)
+        tenant_parameters(identity, spec)  # tags, ExternalId, limits: refused before anything is read or sent
+
+    def _report_deferred(self, body: Mapping[str, Any], until: datetime) -> None:
+        meta = body.get("metadata") or {}
+        message = (f"rotation requested by annotation waits until {format_time(until)}: the rotate annotation "
+                   f"reissues a Secret at most once per {self._rotate_min_interval.total_seconds():.0f}s")
+        self._events(body, type="Normal", reason="RotationDeferred", message=message)
+        log.info("%s/%s: %s", meta.get("namespace"), meta.get("name"), message)
 
     def _renew_at(self, spec: CredentialSpec, record: IssuedRecord) -> datetime:
         return renewal_time(issued_at=record.issued_at, expiration=record.expiration,
@@ -203,4 +216,4 @@ class CredentialReconciler:
             self._events(body, type="Warning", reason="RolloutRestartFailed", message=message)
 
         for target in spec.rollout_restart_targets:
-            self._restarter.request((target.kind, spec.namespace, target.name), report)
+            self._restarter.request((target.kind, spec.namespace, target.name), report, credential=spec.name)
