@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.env import StackEnv
-from devstack.kubeconfig import request_token
+from devstack.kubeconfig import VAULT_AUDIENCE, request_token
 
 OPERATOR_NAMESPACE = "vault-sts-operator"
 OPERATOR_SA = "vault-sts-operator"
@@ -77,7 +77,9 @@ class OperatorProcess:
         return self.stack.stack_dir / f"{self.name}-sa.token"
 
     def _write_sa_token(self) -> None:
-        token = request_token(self.stack, self.namespace, self.service_account, expiration_seconds=24 * 3600)
+        # As the chart's projected token: its own audience, which Vault's roles require.
+        token = request_token(self.stack, self.namespace, self.service_account, expiration_seconds=24 * 3600,
+                              audiences=[VAULT_AUDIENCE])
         self.token_file.touch(mode=0o600, exist_ok=True)
         self.token_file.write_text(token)
 
@@ -85,7 +87,9 @@ class OperatorProcess:
         ensure_operator_service_account(self.stack, self.namespace, self.service_account)
         self._write_sa_token()
         env = {**os.environ, **self.stack.as_environ(), "KUBECONFIG": str(self.kubeconfig or self.stack.kubeconfig),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1",
+               # The stack's OpenBao and STS emulator speak plain HTTP on loopback: the development setting.
+               "VSO_ALLOW_INSECURE_HTTP": "1"}
         env.pop("VAULT_TOKEN", None)  # the operator must log in to Vault itself
         env.pop("BAO_TOKEN", None)
         scope = [] if {"-n", "--namespace"} & set(self.extra_args) else ["--all-namespaces"]

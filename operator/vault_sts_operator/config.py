@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from vault_sts_operator.api.specs import VaultConnection
+from vault_sts_operator.api.specs import ConnectionRules, VaultConnection
 
 
 @dataclass(frozen=True)
@@ -25,3 +25,14 @@ class OperatorConfig:
     worker_threads: int = 16
     max_concurrent_passes: int = 16
     restart_debounce_seconds: float = 10.0
+    # Where Secrets named by MFAIdentities (tokenSecretRef, secretIdRef, caSecretRef) may live;
+    # empty: the operator's own namespace (lease_namespace) only.
+    secret_ref_namespace: str = ""
+    allow_insecure_http: bool = False  # development only: http:// for Vault and STS
+    # Watch the operator's own Secrets (label-selected) to bring back one deleted by hand.
+    watch_secrets: bool = True
+
+    @property
+    def connection_rules(self) -> ConnectionRules:
+        return ConnectionRules(secret_namespaces=(self.secret_ref_namespace,) if self.secret_ref_namespace else (),
+                               allow_insecure_http=self.allow_insecure_http)

@@ -102,7 +102,7 @@ class CredentialReconciler:
                                    jitter_key=f"{namespace}/{name}")
                      if exc.transient else CONFIG_RETRY_SECONDS)
             log.warning("%s/%s not issued (%s): %s; next attempt in %.0fs", namespace, name, exc.reason,
-                        exc.message, delay)
+                        exc.detail, delay)
             return PassResult(delay, ready=False, failures=failures)
 
     async def _check_allowed(self, identity: IdentitySpec, spec: CredentialSpec) -> None:
