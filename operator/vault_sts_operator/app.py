@@ -56,6 +56,7 @@ def build_services(config: OperatorConfig, rest: KubeRest, events: EventSink) ->
                               sts_concurrency=config.sts_concurrency, on_session=record_session)
     reconciler = CredentialReconciler(
         kube=kube, issuer=issuer, writer=SecretWriter(kube), events=events,
-        restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds))
+        restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds),
+        max_sleep_seconds=config.secret_check_seconds)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, wakeups=Wakeups(),
                     passes=asyncio.Semaphore(config.max_concurrent_passes))

@@ -45,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="DEVELOPMENT ONLY: allow http:// Vault and STS addresses (env VSO_ALLOW_INSECURE_HTTP)")
     run.add_argument("--no-watch-secrets", dest="watch_secrets", action="store_false",
                      help="do not watch the operator's own Secrets (needs list/watch on Secrets); a Secret deleted "
-                          "by hand then comes back at the credential's next pass")
+                          "by hand then comes back at the next existence check (--secret-check-interval)")
+    run.add_argument("--secret-check-interval", type=float, default=3600.0, metavar="SECONDS",
+                     help="longest sleep between two passes of a credential, each of which reads its Secret by name "
+                          "(the chart sets 45 with --no-watch-secrets, so a deleted Secret is back within a minute)")
     run.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0: off)")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' off)")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
@@ -98,6 +101,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         secret_ref_namespace=args.secret_ref_namespace,
         allow_insecure_http=args.allow_insecure_http,
         watch_secrets=args.watch_secrets,
+        secret_check_seconds=args.secret_check_interval,
     )
 
 
@@ -107,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import kopf  # imported late: `--help` stays fast and free of kopf's logging setup
 
-    from vault_sts_operator import handlers  # noqa: F401  (registers the handlers)
+    from vault_sts_operator import handlers  # (importing registers the handlers)
+
+    if config.watch_secrets:
+        handlers.secrets.register()
 
     kopf.configure(verbose=config.verbose,
                    log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)

@@ -31,6 +31,9 @@ class OperatorConfig:
     allow_insecure_http: bool = False  # development only: http:// for Vault and STS
     # Watch the operator's own Secrets (label-selected) to bring back one deleted by hand.
     watch_secrets: bool = True
+    # Longest sleep between two passes of a credential (each reads its Secret by name): without the
+    # watch, this bounds how long a Secret deleted by hand stays away.
+    secret_check_seconds: float = 3600.0
 
     @property
     def connection_rules(self) -> ConnectionRules:
