@@ -65,6 +65,9 @@ class OperatorProcess:
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     python: str = sys.executable  # e.g. devstack.runtime_venv.ensure_runtime_venv() for image-like runs
+    # As the chart: the cluster-wide RBAC has no list/watch on Secrets, so a Secret deleted by hand is found by
+    # a by-name check every 45 s; True watches the operator's Secrets (the namespaced RBAC allows it).
+    watch_secrets: bool = False
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -97,7 +100,9 @@ class OperatorProcess:
                 "--metrics-port", str(self.metrics_port),
                 "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
                 "--lease-namespace", self.namespace,
-                "--vault-sa-token-file", str(self.token_file), *self.extra_args]
+                "--vault-sa-token-file", str(self.token_file),
+                *([] if self.watch_secrets else ["--no-watch-secrets", "--secret-check-interval", "45"]),
+                *self.extra_args]
         self.starts += 1
         with self.log_file.open("ab") as out:
             out.write(f"\n==== start #{self.starts} at {time.strftime('%H:%M:%S')}\n".encode())

@@ -10,6 +10,7 @@ import yaml
 
 from devstack.layout import Binaries
 from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA
+from tests.conftest import NAMESPACED_HOME, NAMESPACED_RELEASE_SA
 from tests.e2e.helpers import kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,24 +193,7 @@ def test_plain_http_and_secret_namespace_are_explicit_settings():
     assert refs["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
 
 
-NAMESPACED_RELEASE = "vso-scoped"
-NAMESPACED_HOME = "vso-scoped-system"
-NAMESPACED_SA = f"system:serviceaccount:{NAMESPACED_HOME}:{NAMESPACED_RELEASE}-vault-sts-operator"
-
-
-@pytest.fixture(scope="module")
-def namespaced_release(stack, crds):
-    from tests.conftest import helm
-
-    for ns in ("team-scoped-a", "team-scoped-b"):
-        kubectl(stack, "create", "namespace", ns, check=False)
-    helm(stack, "upgrade", "--install", NAMESPACED_RELEASE, str(CHART), "--namespace", NAMESPACED_HOME,
-         "--create-namespace", "--set", "rbac.scope=namespaced",
-         "--set", "watchNamespaces={team-scoped-a,team-scoped-b}",
-         "--set", "peering.enabled=false", "--set", "replicaCount=1", "--set", "metrics.service.enabled=false",
-         "--set", f"vault.address={stack.vault_addr}")
-    yield NAMESPACED_RELEASE
-    helm(stack, "uninstall", NAMESPACED_RELEASE, "--namespace", NAMESPACED_HOME, check=False)
+NAMESPACED_SA = f"system:serviceaccount:{NAMESPACED_HOME}:{NAMESPACED_RELEASE_SA}"
 
 
 @pytest.mark.parametrize(
