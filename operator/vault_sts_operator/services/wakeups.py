@@ -37,9 +37,9 @@ class Wakeups:
         if sleeper is not None and sleeper.seen != fingerprint:
             sleeper.event.set()
 
-    def wake(self, key: Key) -> None:
+    def wake(self, namespace: str, name: str) -> None:
         """Run the credential's next pass now (its Secret was deleted by hand, for one)."""
-        sleeper = self._sleepers.get(key)
+        sleeper = self._sleepers.get((namespace, name))
         if sleeper is not None:
             sleeper.event.set()
 
