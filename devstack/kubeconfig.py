@@ -40,6 +40,12 @@ def write_cert_kubeconfig(path: Path, server: str, ca_file: Path, *, user_name: 
     return write(path, render(server, ca_file, user_name, user))
 
 
+# The audience of the token the operator presents to Vault's kubernetes auth (chart value
+# vault.auth.kubernetes.audience): Vault roles set `audience` to it, so the apiserver's own tokens
+# (and the automounted one) are refused there, and this token is refused by the apiserver.
+VAULT_AUDIENCE = "vault"
+
+
 def request_token(
     stack: StackEnv,
     namespace: str,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.env import StackEnv
-from devstack.kubeconfig import request_token
+from devstack.kubeconfig import VAULT_AUDIENCE, request_token
 
 OPERATOR_NAMESPACE = "vault-sts-operator"
 OPERATOR_SA = "vault-sts-operator"
@@ -70,6 +70,9 @@ class OperatorProcess:
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     python: str = sys.executable  # e.g. devstack.runtime_venv.ensure_runtime_venv() for image-like runs
+    # As the chart: the cluster-wide RBAC has no list/watch on Secrets, so a Secret deleted by hand is found by
+    # a by-name check every 45 s; True watches the operator's Secrets (the namespaced RBAC allows it).
+    watch_secrets: bool = False
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -82,7 +85,9 @@ class OperatorProcess:
         return self.stack.stack_dir / f"{self.name}-sa.token"
 
     def _write_sa_token(self) -> None:
-        token = request_token(self.stack, self.namespace, self.service_account, expiration_seconds=24 * 3600)
+        # As the chart's projected token: its own audience, which Vault's roles require.
+        token = request_token(self.stack, self.namespace, self.service_account, expiration_seconds=24 * 3600,
+                              audiences=[VAULT_AUDIENCE])
         self.token_file.touch(mode=0o600, exist_ok=True)
         self.token_file.write_text(token)
 
@@ -90,7 +95,9 @@ class OperatorProcess:
         ensure_operator_service_account(self.stack, self.namespace, self.service_account)
         self._write_sa_token()
         env = {**os.environ, **self.stack.as_environ(), "KUBECONFIG": str(self.kubeconfig or self.stack.kubeconfig),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1",
+               # The stack's OpenBao and STS emulator speak plain HTTP on loopback: the development setting.
+               "VSO_ALLOW_INSECURE_HTTP": "1"}
         env.pop("VAULT_TOKEN", None)  # the operator must log in to Vault itself
         env.pop("BAO_TOKEN", None)
         scope = [] if {"-n", "--namespace"} & set(self.extra_args) else ["--all-namespaces"]
@@ -98,7 +105,9 @@ class OperatorProcess:
                 "--metrics-port", str(self.metrics_port),
                 "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
                 "--lease-namespace", self.namespace,
-                "--vault-sa-token-file", str(self.token_file), *self.extra_args]
+                "--vault-sa-token-file", str(self.token_file),
+                *([] if self.watch_secrets else ["--no-watch-secrets", "--secret-check-interval", "45"]),
+                *self.extra_args]
         self.starts += 1
         with self.log_file.open("ab") as out:
             out.write(f"\n==== start #{self.starts} at {time.strftime('%H:%M:%S')}\n".encode())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from devstack.env import StackEnv
+from devstack.kubeconfig import VAULT_AUDIENCE
 
 if TYPE_CHECKING:
     from devstack.sts_emulator.admin import AccessKey
@@ -152,6 +153,7 @@ def seed_identity(
             bound_service_account_namespaces=list(bound_namespaces),
             policies=[policy],
             ttl="1h",
+            audience=VAULT_AUDIENCE,
             mount_point="kubernetes",
         )
         aws_role = ""

@@ -114,3 +114,25 @@ def chart_release(stack: StackEnv, crds: None) -> str:
          "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--set", f"vault.address={stack.vault_addr}",
          "--set", "replicaCount=0")
     return RELEASE
+
+
+# A second release of the chart with rbac.scope=namespaced (tests/chart, and the Secret-watch test).
+NAMESPACED_RELEASE = "vso-scoped"
+NAMESPACED_HOME = "vso-scoped-system"
+NAMESPACED_RELEASE_SA = f"{NAMESPACED_RELEASE}-vault-sts-operator"
+NAMESPACED_WATCHED = ("team-scoped-a", "team-scoped-b")
+
+
+@pytest.fixture(scope="session")
+def namespaced_release(stack: StackEnv, crds: None) -> Iterator[str]:
+    """The chart with rbac.scope=namespaced, watching NAMESPACED_WATCHED (Roles there, no ClusterRole on Secrets
+    or workloads). No peering (its ClusterKopfPeering name would collide with the main release's)."""
+    for ns in NAMESPACED_WATCHED:
+        kubectl(stack, "create", "namespace", ns, check=False)
+    helm(stack, "upgrade", "--install", NAMESPACED_RELEASE, str(ROOT / "charts" / "vault-sts-operator"),
+         "--namespace", NAMESPACED_HOME, "--create-namespace", "--set", "rbac.scope=namespaced",
+         "--set", "watchNamespaces={" + ",".join(NAMESPACED_WATCHED) + "}", "--set", "peering.enabled=false",
+         "--set", "replicaCount=1", "--set", "metrics.service.enabled=false",
+         "--set", f"vault.address={stack.vault_addr}")
+    yield NAMESPACED_RELEASE
+    helm(stack, "uninstall", NAMESPACED_RELEASE, "--namespace", NAMESPACED_HOME, check=False)

@@ -57,6 +57,7 @@ def build_services(config: OperatorConfig, rest: KubeRest, events: EventSink) ->
     reconciler = CredentialReconciler(
         kube=kube, issuer=issuer, writer=SecretWriter(kube), events=events,
         restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds),
-        rotate_min_interval=timedelta(seconds=config.rotate_min_interval_seconds))
+        rotate_min_interval=timedelta(seconds=config.rotate_min_interval_seconds),
+        max_sleep_seconds=config.secret_check_seconds)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, wakeups=Wakeups(),
                     passes=asyncio.Semaphore(config.max_concurrent_passes))

@@ -35,8 +35,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--vault-kubernetes-mount", default="kubernetes")
     run.add_argument("--vault-token-secret", default="", metavar="NS/NAME/KEY",
                      help="Secret key holding a Vault token, for --vault-auth=token")
-    run.add_argument("--vault-sa-token-file", default=OperatorConfig.vault_sa_token_file,
-                     help="ServiceAccount JWT presented to Vault's kubernetes auth")
+    run.add_argument("--vault-sa-token-file", default=os.environ.get("VSO_VAULT_SA_TOKEN_FILE",
+                                                                     OperatorConfig.vault_sa_token_file),
+                     help="ServiceAccount JWT presented to Vault's kubernetes auth: a projected token with its own "
+                          "audience (the chart mounts one), not the automounted token (env VSO_VAULT_SA_TOKEN_FILE)")
+    run.add_argument("--secret-ref-namespace", default=os.environ.get("VSO_SECRET_REF_NAMESPACE", ""), metavar="NS",
+                     help="the one namespace where Secrets named by MFAIdentities (tokenSecretRef, secretIdRef, "
+                          "caSecretRef) may live (default: the operator's namespace; env VSO_SECRET_REF_NAMESPACE)")
+    run.add_argument("--allow-insecure-http", action="store_true",
+                     default=os.environ.get("VSO_ALLOW_INSECURE_HTTP", "").lower() in ("1", "true", "yes"),
+                     help="DEVELOPMENT ONLY: allow http:// Vault and STS addresses (env VSO_ALLOW_INSECURE_HTTP)")
+    run.add_argument("--no-watch-secrets", dest="watch_secrets", action="store_false",
+                     help="do not watch the operator's own Secrets (needs list/watch on Secrets); a Secret deleted "
+                          "by hand then comes back at the next existence check (--secret-check-interval)")
+    run.add_argument("--secret-check-interval", type=float, default=3600.0, metavar="SECONDS",
+                     help="longest sleep between two passes of a credential, each of which reads its Secret by name "
+                          "(the chart sets 45 with --no-watch-secrets, so a deleted Secret is back within a minute)")
     run.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0: off)")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' off)")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
@@ -69,6 +83,9 @@ def _default_vault(args: argparse.Namespace) -> VaultConnection | None:
     if args.vault_ca_file:
         with open(args.vault_ca_file) as handle:
             ca = handle.read()
+    if args.vault_address.lower().startswith("http://") and not args.allow_insecure_http:
+        raise SystemExit(f"--vault-address {args.vault_address} uses http://: plain HTTP needs "
+                         "--allow-insecure-http (a development setting); use https://")
     return VaultConnection(address=args.vault_address.rstrip("/"), auth=auth, namespace=args.vault_namespace,
                            ca_bundle=ca)
 
@@ -87,6 +104,10 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         sts_concurrency=args.sts_concurrency,
         restart_debounce_seconds=args.restart_debounce,
         rotate_min_interval_seconds=args.rotate_min_interval,
+        secret_ref_namespace=args.secret_ref_namespace,
+        allow_insecure_http=args.allow_insecure_http,
+        watch_secrets=args.watch_secrets,
+        secret_check_seconds=args.secret_check_interval,
     )
 
 
@@ -114,7 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import kopf  # imported late: `--help` stays fast and free of kopf's logging setup
 
-    from vault_sts_operator import handlers  # noqa: F401  (registers the handlers)
+    from vault_sts_operator import handlers  # (importing registers the handlers)
+
+    if config.watch_secrets:
+        handlers.secrets.register()
 
     kopf.configure(verbose=config.verbose,
                    log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)

@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from vault_sts_operator.api.specs import VaultConnection
+from vault_sts_operator.api.specs import ConnectionRules, VaultConnection
 
 
 @dataclass(frozen=True)
@@ -27,3 +27,17 @@ class OperatorConfig:
     restart_debounce_seconds: float = 10.0
     # A rotate annotation is honoured once the Secret is this old (docs/reference.md, "Rotating on demand").
     rotate_min_interval_seconds: float = 60.0
+    # Where Secrets named by MFAIdentities (tokenSecretRef, secretIdRef, caSecretRef) may live;
+    # empty: the operator's own namespace (lease_namespace) only.
+    secret_ref_namespace: str = ""
+    allow_insecure_http: bool = False  # development only: http:// for Vault and STS
+    # Watch the operator's own Secrets (label-selected) to bring back one deleted by hand.
+    watch_secrets: bool = True
+    # Longest sleep between two passes of a credential (each reads its Secret by name): without the
+    # watch, this bounds how long a Secret deleted by hand stays away.
+    secret_check_seconds: float = 3600.0
+
+    @property
+    def connection_rules(self) -> ConnectionRules:
+        return ConnectionRules(secret_namespaces=(self.secret_ref_namespace,) if self.secret_ref_namespace else (),
+                               allow_insecure_http=self.allow_insecure_http)

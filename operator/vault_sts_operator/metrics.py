@@ -25,6 +25,12 @@ VAULT_CALLS = Counter(f"{_NS}_vault_requests_total", "Vault requests", ["operati
 VAULT_LATENCY = Histogram(f"{_NS}_vault_request_seconds", "Vault request latency", ["operation"])
 STS_CALLS = Counter(f"{_NS}_sts_requests_total", "STS requests", ["action", "outcome"])
 STS_LATENCY = Histogram(f"{_NS}_sts_request_seconds", "STS request latency", ["action"])
+CLOCK_SKEW_SECONDS = Gauge(
+    f"{_NS}_clock_skew_seconds",
+    "How far ahead of this replica's clock another replica's MFA device record was last seen (0: within tolerance)",
+    ["source"])
+CLOCK_SKEW_EVENTS = Counter(f"{_NS}_clock_skew_detected_total",
+                            "MFA device records found ahead of this replica's clock beyond tolerance", ["source"])
 ROLLOUT_RESTARTS = Counter(f"{_NS}_rollout_restarts_total", "Workloads restarted after a rotation", ["kind"])
 ROLLOUT_RESTARTS_REFUSED = Counter(f"{_NS}_rollout_restarts_refused_total",
                                    "Rollout restarts not done: the workload does not opt in", ["kind"])

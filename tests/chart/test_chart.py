@@ -10,6 +10,7 @@ import yaml
 
 from devstack.layout import Binaries
 from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA
+from tests.conftest import NAMESPACED_HOME, NAMESPACED_RELEASE_SA
 from tests.e2e.helpers import kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,3 +188,105 @@ def test_namespace_patterns_with_peering_are_refused():
                              "--set", "watchNamespaces={team-*}"], capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "watchNamespaces" in result.stderr and "peering" in result.stderr, result.stderr
+# -- namespaced RBAC, the Vault token's audience, development settings (issue 10) --------------------------------
+WORKLOADS = {"deployments", "statefulsets", "daemonsets"}
+
+
+def test_namespaced_scope_has_no_cluster_role_on_secrets_or_workloads():
+    docs = render("rbac.scope=namespaced", "watchNamespaces={team-a,team-b}")
+    cluster_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
+    assert cluster_rules
+    for rule in cluster_rules:
+        assert not {"secrets", "events", "assumedrolecredentials", *WORKLOADS} & set(rule["resources"]), rule
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "Role"}
+    for ns in ("team-a", "team-b"):
+        rules = roles[(ns, "vault-sts-operator-credentials")]["rules"]
+        secrets = [r for r in rules if "secrets" in r["resources"]]
+        assert {v for r in secrets for v in r["verbs"]} == {"get", "create", "update", "delete", "list", "watch"}
+        assert any(set(r["resources"]) >= WORKLOADS and r["verbs"] == ["get", "patch"] for r in rules)
+        bindings = [d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == ns]
+        assert bindings and bindings[0]["subjects"][0]["namespace"] == OPERATOR_NAMESPACE
+    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--no-watch-secrets" not in args
+
+
+@pytest.mark.parametrize("sets", [("rbac.scope=namespaced",), ("rbac.scope=namespaced", "watchNamespaces={team-*}")])
+def test_namespaced_scope_needs_exact_namespaces(sets):
+    args = [helm_binary(), "template", "x", str(CHART), "--kube-version", "1.35.4"]
+    for value in sets:
+        args += ["--set", value]
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "rbac.scope=namespaced needs" in result.stderr, result.stderr
+
+
+def test_cluster_scope_checks_secrets_by_name_unless_told_to_watch():
+    args = next(d for d in render() if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--no-watch-secrets" in args and "--secret-check-interval=45" in args
+    docs = render("secretRecovery.clusterMode=watch")
+    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--no-watch-secrets" not in args
+    rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"] if "secrets" in r["resources"]]
+    assert any(set(r["verbs"]) == {"list", "watch"} for r in rules)
+
+
+def test_vault_gets_a_projected_token_of_its_own_audience():
+    pod = next(d for d in render() if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "vault-token")
+    source = volume["projected"]["sources"][0]["serviceAccountToken"]
+    assert source["audience"] == "vault" and source["expirationSeconds"] == 600
+    container = pod["containers"][0]
+    assert "--vault-sa-token-file=/var/run/secrets/vault-sts-operator/vault-token" in container["args"]
+    assert {"name": "vault-token", "mountPath": "/var/run/secrets/vault-sts-operator", "readOnly": True} in \
+        container["volumeMounts"]
+    legacy = next(d for d in render("vault.auth.kubernetes.audience=") if d["kind"] == "Deployment")
+    assert not any(v["name"] == "vault-token" for v in legacy["spec"]["template"]["spec"]["volumes"])
+
+
+def test_plain_http_and_secret_namespace_are_explicit_settings():
+    args = next(d for d in render() if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allow-insecure-http" not in args and not any(a.startswith("--secret-ref-namespace") for a in args)
+    docs = render("allowInsecureHttp=true", "secretRefNamespace=platform-secrets", "rbac.scope=namespaced",
+                  "watchNamespaces={team-a}")
+    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allow-insecure-http" in args and "--secret-ref-namespace=platform-secrets" in args
+    refs = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == "platform-secrets")
+    assert refs["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+
+
+NAMESPACED_SA = f"system:serviceaccount:{NAMESPACED_HOME}:{NAMESPACED_RELEASE_SA}"
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "namespace", "allowed"),
+    [
+        # kube-system, and any namespace not watched: nothing on Secrets or workloads
+        ("get", "secrets", "kube-system", False),
+        ("list", "secrets", "kube-system", False),
+        ("update", "secrets", "kube-system", False),
+        ("patch", "daemonsets.apps", "kube-system", False),
+        ("patch", "deployments.apps", "kube-system", False),
+        ("get", "secrets", "team-elsewhere", False),
+        ("list", "secrets", "", False),
+        ("patch", "deployments.apps", "", False),
+        # the watched namespaces: what issuing, the Secret watch and restarts need
+        ("get", "secrets", "team-scoped-a", True),
+        ("create", "secrets", "team-scoped-b", True),
+        ("watch", "secrets", "team-scoped-a", True),
+        ("patch", "deployments.apps", "team-scoped-a", True),
+        ("delete", "deployments.apps", "team-scoped-a", False),
+        ("get", "configmaps", "team-scoped-a", False),
+        ("patch", "assumedrolecredentials.vaultsts.io/status", "team-scoped-b", True),
+        ("patch", "assumedrolecredentials.vaultsts.io", "kube-system", False),
+        # its own namespace: Leases and the Secrets MFAIdentities may name, by name
+        ("update", "leases.coordination.k8s.io", NAMESPACED_HOME, True),
+        ("get", "secrets", NAMESPACED_HOME, True),
+        ("list", "secrets", NAMESPACED_HOME, False),
+        # cluster-scoped kinds it must watch
+        ("watch", "mfaidentities.vaultsts.io", "", True),
+        ("create", "mfaidentities.vaultsts.io", "", False),
+    ],
+)
+def test_namespaced_rbac_is_refused_in_kube_system(stack, namespaced_release, verb, resource, namespace, allowed):
+    scope = ["-n", namespace] if namespace else ["--all-namespaces"]
+    result = kubectl(stack, "auth", "can-i", verb, resource, *scope, f"--as={NAMESPACED_SA}", check=False)
+    assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stdout, result.stderr)

@@ -106,3 +106,28 @@ class Kube:
 
     def events(self, ns: str, name: str) -> list[Any]:
         return list(self.core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items)
+
+
+def vault_layout_in_tenant_view(kube: Kube) -> list[str]:
+    """Vault addresses, paths and keys (from every MFAIdentity) found in AssumedRoleCredential statuses or
+    Events: what a tenant can read must name none of them (the admin's MFAIdentity status may)."""
+    import json
+    from urllib.parse import urlsplit
+
+    needles = {"/data/", "totp/code", "/creds/", "/sts/"}
+    for identity in kube.custom.list_cluster_custom_object(GROUP, VERSION, MFAID)["items"]:
+        spec = identity.get("spec") or {}
+        address = str((spec.get("vault") or {}).get("address") or "")
+        if address:
+            needles |= {address.rstrip("/"), urlsplit(address).netloc}
+        kv = (spec.get("accessKey") or {}).get("kv") or {}
+        if kv.get("path"):
+            needles |= {f"{kv.get('mount') or 'secret'}/data/{kv['path']}", str(kv["path"])}
+        totp = (spec.get("mfa") or {}).get("totp") or {}
+        if totp.get("key"):
+            needles.add(f"{totp.get('mount') or 'totp'}/code/{totp['key']}")
+    statuses = json.dumps([c.get("status") for c in kube.custom.list_cluster_custom_object(
+        GROUP, VERSION, ARC)["items"]])
+    events = "\n".join(f"{e.reason} {e.message}" for e in kube.core.list_event_for_all_namespaces().items)
+    return [f"{needle!r} in {where}" for where, text in (("statuses", statuses), ("events", events))
+            for needle in sorted(needles) if needle and needle in text]

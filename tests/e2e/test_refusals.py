@@ -7,9 +7,9 @@ import copy
 import pytest
 import yaml
 
-from devstack.manifests import assumed_role_credential, mfa_identity
+from devstack.manifests import GROUP, VERSION, assumed_role_credential, mfa_identity
 from devstack.seed import RoleSpec, seed_identity
-from tests.e2e.helpers import kubectl, wait_for
+from tests.e2e.helpers import MFAID, kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -98,6 +98,15 @@ def test_malformed_identities_are_refused_at_apply(stack, identity, mutate, expe
     assert expected in result.stderr, result.stderr
 
 
+def identity_message(kube, name: str) -> str:
+    """The MFAIdentity's Ready message once its verification failed (the platform admin's view)."""
+    def failed() -> str:
+        identity = kube.custom.get_cluster_custom_object(GROUP, VERSION, MFAID, name)
+        conds = [c for c in (identity.get("status") or {}).get("conditions") or () if c["type"] == "Ready"]
+        return str(conds[0]["message"]) if conds and conds[0]["status"] == "False" else ""
+    return str(wait_for(f"MFAIdentity {name} Ready=False", failed))
+
+
 def test_missing_vault_path(stack, kube, team, identity):
     manifest = mfa_identity(stack, identity, name=f"nokv-{identity.name}", allowed_namespaces=[team])
     manifest["spec"]["accessKey"]["kv"]["path"] = "aws/does-not-exist"
@@ -105,7 +114,10 @@ def test_missing_vault_path(stack, kube, team, identity):
     kube.create_credential(assumed_role_credential(team, "nokv", manifest["metadata"]["name"],
                                                    identity.role_arns[0]))
     cond = kube.wait_reason(team, "nokv", "VaultPermissionDenied")
-    assert "aws/does-not-exist" in cond["message"]
+    # The tenant is told what failed, not where the platform keeps it; the admin's MFAIdentity says where.
+    assert "the identity's access key could not be read" in cond["message"]
+    assert "aws/does-not-exist" not in cond["message"] and stack.vault_addr not in cond["message"]
+    assert "aws/does-not-exist" in identity_message(kube, manifest["metadata"]["name"])
     assert_no_secret_and_warning(kube, team, "nokv", "VaultPermissionDenied")
 
 
@@ -116,7 +128,9 @@ def test_wrong_totp_key(stack, kube, team, identity):
     kube.create_credential(assumed_role_credential(team, "nototp", manifest["metadata"]["name"],
                                                    identity.role_arns[0]))
     cond = kube.wait_reason(team, "nototp", "VaultPermissionDenied")
-    assert "totp/code/not-a-key" in cond["message"]
+    assert "the identity's MFA code could not be read" in cond["message"]
+    assert "not-a-key" not in cond["message"] and "totp/" not in cond["message"]
+    assert "totp/code/not-a-key" in identity_message(kube, manifest["metadata"]["name"])
     assert kube.secret(team, "nototp") is None
 
 

@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from devstack.env import StackEnv
+from devstack.kubeconfig import VAULT_AUDIENCE
 from devstack.manifests import GROUP, VERSION
 from devstack.seed import SeededIdentity, policy_hcl
 
@@ -197,7 +198,7 @@ def restore_vault_side(stack: StackEnv, seeded: SeededIdentity, seed: str, secre
         vault.auth.kubernetes.create_role(
             name=seeded.auth_role, bound_service_account_names=list(seeded.bound_service_accounts),
             bound_service_account_namespaces=list(seeded.bound_namespaces), policies=[seeded.policy], ttl="1h",
-            mount_point=seeded.auth_mount)
+            audience=VAULT_AUDIENCE, mount_point=seeded.auth_mount)
     finally:
         vault.adapter.close()
 

@@ -6,7 +6,7 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from devstack.kubeconfig import request_token
+from devstack.kubeconfig import VAULT_AUDIENCE, request_token
 from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA
 
 
@@ -14,7 +14,8 @@ from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA
 def operator_vault(stack, make_identity):
     ident = make_identity("leastpriv")
     neighbour = make_identity("neighbour")
-    jwt = request_token(stack, OPERATOR_NAMESPACE, OPERATOR_SA, expiration_seconds=600)
+    jwt = request_token(stack, OPERATOR_NAMESPACE, OPERATOR_SA, expiration_seconds=600,
+                        audiences=[VAULT_AUDIENCE])
     client = hvac.Client(url=stack.vault_addr)
     client.auth.kubernetes.login(role=ident.auth_role, jwt=jwt)
     yield client, ident, neighbour

@@ -11,6 +11,7 @@ import hvac.exceptions
 from kubernetes import client
 
 from devstack.manifests import GROUP, VERSION
+from tests.e2e.helpers import vault_layout_in_tenant_view
 from tests.faults.helpers import REPORT_NAME, REPORTS_WRITTEN
 
 VAULT_TOKEN = re.compile(r"\b(?:hv|b)?s\.[A-Za-z0-9]{20,}")
@@ -48,6 +49,8 @@ def test_no_leak_no_blank_no_reuse_and_report(stack, kube, operators, guard, rep
         assert not [c for c in codes if re.search(rf"(?<!\d){c}(?!\d)", text)], f"TOTP codes in {surface}"
         assert not VAULT_TOKEN.search(text), f"a Vault token in {surface}"
         assert not JWT.search(text), f"a JWT in {surface}"
+    # tenant-visible surfaces (credential statuses, Events) name no Vault address, path or key
+    assert vault_layout_in_tenant_view(kube) == []
 
     summary = report.summary(guard, dict(emulator_admin.counters()))
     summary["secret_guard_poll_errors"] = guard.poll_errors

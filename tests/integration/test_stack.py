@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from devstack.env import StackEnv
-from devstack.kubeconfig import kubeconfig_for_service_account, request_token
+from devstack.kubeconfig import VAULT_AUDIENCE, kubeconfig_for_service_account, request_token
 from devstack.seed import RoleSpec, SeededIdentity, seed_identity
 
 pytestmark = pytest.mark.stack
@@ -171,7 +171,7 @@ def bound_identity(stack: StackEnv, kube_api: Any, namespace: str, unique: str) 
 def test_service_account_logs_into_openbao_and_gets_only_its_policy(
     stack: StackEnv, kube_api: Any, namespace: str, bound_identity: SeededIdentity
 ) -> None:
-    jwt = request_token(stack, namespace, "vault-sts-operator", expiration_seconds=600)
+    jwt = request_token(stack, namespace, "vault-sts-operator", expiration_seconds=600, audiences=[VAULT_AUDIENCE])
     client = hvac.Client(url=stack.vault_addr)
     login = client.auth.kubernetes.login(role=bound_identity.auth_role, jwt=jwt)
     assert bound_identity.policy in login["auth"]["policies"]
@@ -195,12 +195,41 @@ def test_unbound_service_account_is_refused(
     stack: StackEnv, kube_api: Any, namespace: str, bound_identity: SeededIdentity
 ) -> None:
     service_account(kube_api, namespace, "intruder")
-    jwt = request_token(stack, namespace, "intruder", expiration_seconds=600)
+    jwt = request_token(stack, namespace, "intruder", expiration_seconds=600, audiences=[VAULT_AUDIENCE])
     client = hvac.Client(url=stack.vault_addr)
     with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)) as refused:
         client.auth.kubernetes.login(role=bound_identity.auth_role, jwt=jwt)
     assert "not authorized" in str(refused.value)
     client.adapter.close()
+
+
+def test_vault_role_audience_refuses_a_token_without_it(
+    stack: StackEnv, kube_api: Any, namespace: str, bound_identity: SeededIdentity
+) -> None:
+    """The role sets `audience`: the operator's token (audience "vault", as the chart projects it) logs in;
+    the same ServiceAccount's token with the apiserver's audience (what the automounted token carries) does
+    not; and the apiserver refuses the Vault-audience token, so Vault cannot replay it there."""
+    root = stack.vault()
+    try:
+        assert root.auth.kubernetes.read_role(bound_identity.auth_role)["audience"] == VAULT_AUDIENCE
+    finally:
+        root.adapter.close()
+    good = request_token(stack, namespace, "vault-sts-operator", expiration_seconds=600, audiences=[VAULT_AUDIENCE])
+    apiserver_audience = request_token(stack, namespace, "vault-sts-operator", expiration_seconds=600)
+    client = hvac.Client(url=stack.vault_addr)
+    try:
+        assert client.auth.kubernetes.login(role=bound_identity.auth_role, jwt=good)["auth"]["client_token"]
+        with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)):
+            client.auth.kubernetes.login(role=bound_identity.auth_role, jwt=apiserver_audience)
+    finally:
+        client.adapter.close()
+    config = k8s.Configuration()
+    config.host = kube_api.configuration.host
+    config.ssl_ca_cert = kube_api.configuration.ssl_ca_cert
+    config.api_key = {"authorization": f"Bearer {good}"}
+    with k8s.ApiClient(config) as as_vault_token, pytest.raises(ApiException) as refused:
+        k8s.CoreV1Api(as_vault_token).list_namespaced_secret(namespace)
+    assert refused.value.status == 401
 
 
 def test_totp_key_never_gives_back_its_seed(vault: Any, stack: StackEnv, unique: str) -> None:

@@ -4,6 +4,7 @@ import pytest
 
 from vault_sts_operator.api.conditions import set_condition
 from vault_sts_operator.api.specs import (
+    ConnectionRules,
     KubernetesAuth,
     KvAccessKey,
     TokenAuth,
@@ -16,7 +17,7 @@ from vault_sts_operator.domain.errors import InvalidSpecError
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 IDENTITY = {
-    "vault": {"address": "http://127.0.0.1:8200/", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}},
+    "vault": {"address": "https://127.0.0.1:8200/", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}},
     "accessKey": {"kv": {"path": "aws/ops"}},
     "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
     "allowedNamespaces": ["team-a"],
@@ -45,7 +46,7 @@ def test_conditions_keep_other_types():
 
 def test_parse_identity_defaults():
     ident = parse_identity("ops", "uid-1", IDENTITY, default_vault=None, operator_namespace="vso")
-    assert ident.vault.address == "http://127.0.0.1:8200"
+    assert ident.vault.address == "https://127.0.0.1:8200"
     assert isinstance(ident.vault.auth, TokenAuth)
     assert ident.vault.auth.token_ref.namespace == "vso"
     assert ident.access_key == KvAccessKey(mount="secret", path="aws/ops")
@@ -109,3 +110,77 @@ def test_bad_renew_before():
     spec = {"identityRef": {"name": "ops"}, "roleArn": "arn:aws:iam::123456789012:role/x", "renewBefore": "soon"}
     with pytest.raises(InvalidSpecError, match="renewBefore"):
         parse_credential("ns", "n", spec)
+
+
+# -- the operator holds no more than it needs (issue 10) ----------------------------------------------------------
+DEFAULT_VAULT = VaultConnection(address="https://vault.platform:8200", auth=KubernetesAuth(role="vso"),
+                                namespace="ns1", ca_bundle="PEM")
+NO_VAULT = {k: v for k, v in IDENTITY.items() if k != "vault"}
+
+
+def test_default_auth_goes_to_the_default_address_only():
+    spec = {**NO_VAULT, "vault": {"address": "https://attacker.example:8200"}}
+    with pytest.raises(InvalidSpecError, match=r"spec\.vault\.auth is required: spec\.vault\.address names a Vault "
+                                               r"other than the operator's default"):
+        parse_identity("ops", "u", spec, default_vault=DEFAULT_VAULT, operator_namespace="vso")
+
+
+def test_default_auth_applies_when_the_identity_names_the_default_address():
+    spec = {**NO_VAULT, "vault": {"address": "https://vault.platform:8200/"}}
+    ident = parse_identity("ops", "u", spec, default_vault=DEFAULT_VAULT, operator_namespace="vso")
+    assert ident.vault == DEFAULT_VAULT
+
+
+def test_own_address_with_own_auth_keeps_nothing_of_the_default():
+    spec = {**NO_VAULT, "vault": {"address": "https://other:8200", "auth": {"kubernetes": {"role": "r"}}}}
+    ident = parse_identity("ops", "u", spec, default_vault=DEFAULT_VAULT, operator_namespace="vso")
+    assert ident.vault == VaultConnection(address="https://other:8200", auth=KubernetesAuth(role="r"))
+
+
+@pytest.mark.parametrize("auth", [
+    {"tokenSecretRef": {"name": "t", "namespace": "kube-system", "key": "token"}},
+    {"appRole": {"roleId": "r", "secretIdRef": {"name": "s", "namespace": "team-a", "key": "id"}}},
+])
+def test_secret_refs_outside_the_allowed_namespace_are_refused(auth):
+    spec = {**NO_VAULT, "vault": {"address": "https://v:8200", "auth": auth}}
+    with pytest.raises(InvalidSpecError, match=r"namespace '(kube-system|team-a)' is not allowed: .* only in vso$"):
+        parse_identity("ops", "u", spec, default_vault=None, operator_namespace="vso")
+
+
+def test_ca_secret_ref_is_confined_too_and_a_named_namespace_widens_it():
+    vault = {"address": "https://v:8200", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}},
+             "caSecretRef": {"name": "ca", "namespace": "platform-secrets", "key": "ca.crt"}}
+    with pytest.raises(InvalidSpecError, match=r"caSecretRef\.namespace 'platform-secrets' is not allowed"):
+        parse_identity("ops", "u", {**NO_VAULT, "vault": vault}, default_vault=None, operator_namespace="vso")
+    rules = ConnectionRules(secret_namespaces=("platform-secrets",))
+    with pytest.raises(InvalidSpecError, match=r"tokenSecretRef\.namespace 'vso' is not allowed: .* platform-secrets"):
+        parse_identity("ops", "u", {**NO_VAULT, "vault": vault}, default_vault=None, operator_namespace="vso",
+                       rules=rules)
+    vault["auth"] = {"tokenSecretRef": {"name": "t", "namespace": "platform-secrets", "key": "token"}}
+    ident = parse_identity("ops", "u", {**NO_VAULT, "vault": vault}, default_vault=None, operator_namespace="vso",
+                           rules=rules)
+    assert ident.vault.ca_secret_ref is not None and ident.vault.ca_secret_ref.namespace == "platform-secrets"
+
+
+@pytest.mark.parametrize(("vault", "sts", "where"), [
+    ({"address": "http://v:8200", "auth": {"kubernetes": {"role": "r"}}}, {}, r"spec\.vault\.address"),
+    ({"address": "https://v:8200", "auth": {"kubernetes": {"role": "r"}}}, {"endpoint": "http://sts:8080"},
+     r"spec\.sts\.endpoint"),
+])
+def test_plain_http_needs_the_development_setting(vault, sts, where):
+    spec = {**NO_VAULT, "vault": vault, "sts": sts}
+    with pytest.raises(InvalidSpecError, match=where + r" uses http://: .*--allow-insecure-http"):
+        parse_identity("ops", "u", spec, default_vault=None, operator_namespace="vso")
+    ident = parse_identity("ops", "u", spec, default_vault=None, operator_namespace="vso",
+                           rules=ConnectionRules(allow_insecure_http=True))
+    assert ident.name == "ops"
+
+
+def test_a_default_http_address_is_refused_too_and_other_schemes_always():
+    default = VaultConnection(address="http://vault:8200", auth=KubernetesAuth(role="vso"))
+    with pytest.raises(InvalidSpecError, match=r"the operator's default Vault address uses http://"):
+        parse_identity("ops", "u", NO_VAULT, default_vault=default, operator_namespace="vso")
+    spec = {**NO_VAULT, "vault": {"address": "ftp://v", "auth": {"kubernetes": {"role": "r"}}}}
+    with pytest.raises(InvalidSpecError, match=r"must be an https:// URL"):
+        parse_identity("ops", "u", spec, default_vault=None, operator_namespace="vso",
+                       rules=ConnectionRules(allow_insecure_http=True))

@@ -7,7 +7,7 @@ from vault_sts_operator.domain.decisions import IssuedRecord, Trigger, decide, r
 from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.renewal import backoff_delay, renewal_time, unit_jitter
 from vault_sts_operator.domain.session_name import default_session_name
-from vault_sts_operator.domain.totp import seconds_until_next_step, time_step
+from vault_sts_operator.domain.totp import seconds_until_next_step, step_of_fetch, time_step
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -137,3 +137,14 @@ def test_decide(now, rec, spec_hash, rotate, trigger):
     assert decision.trigger is trigger
     if trigger is None:
         assert decision.renew_at is not None and decision.renew_at > now
+
+
+@pytest.mark.parametrize(("before", "after", "generated", "expected"), [
+    (60.1, 60.4, None, 2),        # HashiCorp Vault: both samples in step 2
+    (59.8, 60.2, None, None),     # the read crossed a boundary: the code may be step 1's or step 2's
+    (59.8, 60.2, 59.9, 1),        # OpenBao says when it generated the code
+    (89.99, 90.0, None, None),
+    (90.0, 119.99, None, 3),
+])
+def test_step_of_fetch_drops_codes_read_across_a_boundary(before, after, generated, expected):
+    assert step_of_fetch(before=before, after=after, period=30, generated=generated) == expected

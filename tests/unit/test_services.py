@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 import botocore.exceptions
 import pytest
 
+from vault_sts_operator import metrics
 from vault_sts_operator.api.specs import parse_identity
 from vault_sts_operator.clients.sts import classify
 from vault_sts_operator.domain.credentials import TemporaryCredentials, TotpCode
@@ -12,7 +13,7 @@ from vault_sts_operator.services.mfa_device import InMemoryStepStore, MfaDeviceG
 from vault_sts_operator.services.mfa_sessions import MfaSessionCache
 
 IDENTITY = parse_identity("ops", "u", {
-    "vault": {"address": "http://v", "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}},
+    "vault": {"address": "https://v", "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}},
     "accessKey": {"kv": {"path": "aws/ops"}},
     "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
     "session": {"durationSeconds": 3600},
@@ -68,10 +69,10 @@ class SlowClaimStore(InMemoryStepStore):
         super().__init__()
         self.clock, self.wait = clock, wait
 
-    async def claim(self, device: str, step: int) -> int | None:
+    async def claim(self, device: str, step: int, *, supersede: int | None = None) -> int | None:
         self.clock.now += self.wait
         self.wait = 0.0
-        return await super().claim(device, step)
+        return await super().claim(device, step, supersede=supersede)
 
 
 def test_code_gone_stale_while_claiming_is_not_sent():
@@ -306,3 +307,60 @@ def test_calls_carrying_a_code_are_never_retried_by_botocore():
     gateway = StsGateway()
     client = gateway._client("us-east-1", "http://127.0.0.1:1", "AKIAX", "s", None, carries_code=True)
     assert client.meta.config.retries["total_max_attempts"] == 1
+
+
+def test_a_step_recorded_by_a_clock_running_ahead_costs_one_period_not_hours():
+    """A replica whose clock runs an hour ahead recorded step S+120: the others wait one period, report the
+    skew and take the record over, and the code they send is from a step later than any the other could
+    have spent (it was read a full period after the record was seen)."""
+    clock, guard, fetch = guard_with_clock(1000.0)
+    store = guard._store
+    assert isinstance(store, InMemoryStepStore)
+    now_step = int(clock.now // 30)
+    asyncio.run(store.claim("dev", now_step + 120))
+    sent: list[str] = []
+
+    async def use(code: str) -> str:
+        sent.append(code)
+        return code
+
+    asyncio.run(guard.spend("dev", fetch, use))
+    assert sum(clock.slept) <= 30.3 + 1e-6, clock.slept
+    assert sent == [f"{now_step + 1:06d}"]
+    assert metrics.CLOCK_SKEW_SECONDS.labels(source="mfa-step")._value.get() == pytest.approx(120 * 30, abs=31)
+    # the next spend on a sound clock waits for the next period only
+    asyncio.run(guard.spend("dev", fetch, use))
+    assert sent[-1] == f"{now_step + 2:06d}" and sum(clock.slept) <= 2 * 30.3 + 1e-6
+
+
+def test_a_small_lead_is_waited_for_as_usual():
+    clock, guard, fetch = guard_with_clock(1000.0)
+    now_step = int(clock.now // 30)
+    asyncio.run(guard._store.claim("dev", now_step + 1))
+    sent: list[str] = []
+
+    async def use(code: str) -> str:
+        sent.append(code)
+        return code
+
+    asyncio.run(guard.spend("dev", fetch, use))
+    assert sent == [f"{now_step + 2:06d}"]
+
+
+def test_a_lease_renewed_in_the_future_holds_no_longer_than_its_duration():
+    from datetime import UTC, datetime, timedelta
+    from typing import Any, cast
+
+    from vault_sts_operator.clients.leases import LeaseStepStore
+
+    store = LeaseStepStore(cast(Any, None), namespace="vso", holder="me", lease_seconds=1)
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lease = {"spec": {"holderIdentity": "other", "renewTime": ahead, "leaseDurationSeconds": 1}}
+    assert store._held_by_other("l", lease) is True
+    assert metrics.CLOCK_SKEW_SECONDS.labels(source="lease")._value.get() > 3500
+    import time
+    time.sleep(1.1)
+    assert store._held_by_other("l", lease) is False
+    expired = (datetime.now(UTC) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert store._held_by_other("l", {"spec": {"holderIdentity": "other", "renewTime": expired,
+                                               "leaseDurationSeconds": 1}}) is False

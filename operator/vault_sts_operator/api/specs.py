@@ -55,6 +55,22 @@ VaultAuth = KubernetesAuth | AppRoleAuth | TokenAuth
 
 
 @dataclass(frozen=True)
+class ConnectionRules:
+    """What the operator's own settings let an MFAIdentity name (docs/security.md).
+
+    `secret_namespaces`: where tokenSecretRef, secretIdRef and caSecretRef may point; empty means
+    the operator's own namespace only. `allow_insecure_http`: http:// for Vault and STS, a
+    development setting (the local stack sets it); off, such an identity is refused before any call.
+    """
+
+    secret_namespaces: tuple[str, ...] = ()
+    allow_insecure_http: bool = False
+
+    def allowed_secret_namespaces(self, operator_namespace: str) -> tuple[str, ...]:
+        return self.secret_namespaces or (operator_namespace,)
+
+
+@dataclass(frozen=True)
 class VaultConnection:
     address: str
     auth: VaultAuth
@@ -179,15 +195,35 @@ def _one_of(mapping: Mapping[str, Any], keys: tuple[str, ...], where: str) -> st
     return present[0]
 
 
-def _secret_ref(raw: Mapping[str, Any], where: str, default_namespace: str) -> SecretKeyRef:
-    return SecretKeyRef(
+def _secret_ref(raw: Mapping[str, Any], where: str, default_namespace: str,
+                allowed_namespaces: tuple[str, ...] | None = None) -> SecretKeyRef:
+    """A Secret reference, confined to `allowed_namespaces` (None: anywhere, for the operator's own flags)."""
+    ref = SecretKeyRef(
         name=str(_require(raw, "name", where)),
         namespace=str(raw.get("namespace") or default_namespace),
         key=str(_require(raw, "key", where)),
     )
+    if allowed_namespaces is not None and ref.namespace not in allowed_namespaces:
+        raise InvalidSpecError(
+            f"{where}.namespace {ref.namespace!r} is not allowed: the operator reads Secrets named by an "
+            f"MFAIdentity only in {', '.join(allowed_namespaces)}")
+    return ref
 
 
-def parse_vault_auth(raw: Mapping[str, Any], where: str, default_namespace: str) -> VaultAuth:
+def check_url_scheme(url: str, where: str, *, allow_insecure_http: bool) -> None:
+    """https:// only, unless the operator runs with its development setting (http:// allowed)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "https" or (scheme == "http" and allow_insecure_http):
+        return
+    if scheme == "http":
+        raise InvalidSpecError(
+            f"{where} uses http://: plain HTTP is allowed only when the operator runs with "
+            "--allow-insecure-http (a development setting); use https://")
+    raise InvalidSpecError(f"{where} must be an https:// URL")
+
+
+def parse_vault_auth(raw: Mapping[str, Any], where: str, default_namespace: str,
+                     allowed_namespaces: tuple[str, ...] | None = None) -> VaultAuth:
     kind = _one_of(raw, ("kubernetes", "appRole", "tokenSecretRef"), where)
     body = raw[kind]
     if kind == "kubernetes":
@@ -197,35 +233,51 @@ def parse_vault_auth(raw: Mapping[str, Any], where: str, default_namespace: str)
         return AppRoleAuth(
             role_id=str(_require(body, "roleId", f"{where}.appRole")),
             secret_id_ref=_secret_ref(_require(body, "secretIdRef", f"{where}.appRole"),
-                                      f"{where}.appRole.secretIdRef", default_namespace),
+                                      f"{where}.appRole.secretIdRef", default_namespace, allowed_namespaces),
             mount=str(body.get("mount") or "approle"),
         )
-    return TokenAuth(token_ref=_secret_ref(body, f"{where}.tokenSecretRef", default_namespace))
+    return TokenAuth(token_ref=_secret_ref(body, f"{where}.tokenSecretRef", default_namespace, allowed_namespaces))
 
 
 def parse_vault_connection(
-    raw: Mapping[str, Any] | None, default: VaultConnection | None, default_namespace: str
+    raw: Mapping[str, Any] | None, default: VaultConnection | None, default_namespace: str,
+    rules: ConnectionRules | None = None,
 ) -> VaultConnection:
-    """The identity's Vault connection, with the operator's defaults filling what it leaves out."""
+    """The identity's Vault connection, with the operator's defaults filling what it leaves out.
+
+    The default auth (the operator's token or its ServiceAccount JWT) and the default namespace and CA
+    belong to the default address only: an identity naming another address must name its own auth,
+    or the operator's credentials would be sent to an address the platform admin did not configure.
+    """
     raw = raw or {}
-    address = str(raw.get("address") or (default.address if default else ""))
+    rules = rules or ConnectionRules()
+    own_address = str(raw.get("address") or "").rstrip("/")
+    address = own_address or (default.address if default else "")
     if not address:
         raise InvalidSpecError("spec.vault.address is required (the operator has no default Vault address)")
+    check_url_scheme(address, "spec.vault.address" if own_address else "the operator's default Vault address",
+                     allow_insecure_http=rules.allow_insecure_http)
+    at_default = default is not None and address == default.address.rstrip("/")
+    allowed = rules.allowed_secret_namespaces(default_namespace)
     if raw.get("auth"):
-        auth = parse_vault_auth(raw["auth"], "spec.vault.auth", default_namespace)
-    elif default is not None:
+        auth = parse_vault_auth(raw["auth"], "spec.vault.auth", default_namespace, allowed)
+    elif default is not None and at_default:
         auth = default.auth
+    elif default is not None:
+        raise InvalidSpecError(
+            "spec.vault.auth is required: spec.vault.address names a Vault other than the operator's default, "
+            "and the operator's default auth is sent only to its default address")
     else:
         raise InvalidSpecError("spec.vault.auth is required (the operator has no default Vault auth)")
     ca_ref = raw.get("caSecretRef")
     # The default's namespace and CA belong to the default address only.
-    base = default if not raw.get("address") else None
+    base = default if at_default else None
     return VaultConnection(
-        address=address.rstrip("/"),
+        address=address,
         auth=auth,
         namespace=str(raw.get("namespace") or (base.namespace if base else "")),
         ca_bundle=str(raw.get("caBundle") or (base.ca_bundle if base else "")),
-        ca_secret_ref=_secret_ref(ca_ref, "spec.vault.caSecretRef", default_namespace) if ca_ref else None,
+        ca_secret_ref=_secret_ref(ca_ref, "spec.vault.caSecretRef", default_namespace, allowed) if ca_ref else None,
     )
 
 
@@ -263,9 +315,10 @@ def parse_tenant_policy(spec: Mapping[str, Any]) -> TenantPolicy:
 
 def parse_identity(
     name: str, uid: str, spec: Mapping[str, Any], *, default_vault: VaultConnection | None,
-    operator_namespace: str,
+    operator_namespace: str, rules: ConnectionRules | None = None,
 ) -> IdentitySpec:
-    vault = parse_vault_connection(spec.get("vault"), default_vault, operator_namespace)
+    rules = rules or ConnectionRules()
+    vault = parse_vault_connection(spec.get("vault"), default_vault, operator_namespace, rules)
     access_raw = _require(spec, "accessKey", "spec")
     kind = _one_of(access_raw, ("kv", "vaultAWS"), "spec.accessKey")
     access_key: AccessKeySource
@@ -303,6 +356,8 @@ def parse_identity(
     if not 900 <= duration <= 129600:
         raise InvalidSpecError(f"spec.session.durationSeconds {duration} is outside 900..129600")
     sts = spec.get("sts") or {}
+    if sts.get("endpoint"):
+        check_url_scheme(str(sts["endpoint"]), "spec.sts.endpoint", allow_insecure_http=rules.allow_insecure_http)
     selector = (spec.get("allowedNamespaceSelector") or {}).get("matchLabels") or {}
     tenancy = parse_tenant_policy(spec)
     if not needs_mfa and tenancy.sends_identity_fields:

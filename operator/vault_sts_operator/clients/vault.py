@@ -26,13 +26,29 @@ from vault_sts_operator.clients.vault_auth import AuthStrategy, Login
 from vault_sts_operator.domain.credentials import AccessKey, TemporaryCredentials, TotpCode
 from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.errors import VaultError
-from vault_sts_operator.domain.totp import time_step
+from vault_sts_operator.domain.totp import step_of_fetch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Renew (or log in again) once this share of the token's lifetime has passed.
 RENEW_AT_FRACTION = 2 / 3
+# Codes read again when a read straddled a TOTP period boundary (HashiCorp Vault reports no generation time).
+AMBIGUOUS_CODE_ATTEMPTS = 3
+
+
+# What each operation reads, as a tenant may be told it: no Vault address, path or key (docs/security.md).
+_SUBJECTS = {
+    "login": "the operator's Vault login for the identity",
+    "kv_read": "the identity's access key",
+    "totp_code": "the identity's MFA code",
+    "aws_creds": "the identity's MFA session from Vault's AWS engine",
+    "aws_sts": "credentials from the identity's Vault AWS engine",
+}
+
+
+def _subject(operation: str) -> str:
+    return _SUBJECTS.get(operation, "a Vault read for the identity")
 
 
 def _vault_messages(exc: hvac.exceptions.VaultError) -> str:
@@ -94,14 +110,17 @@ class VaultSession:
         except hvac.exceptions.VaultError as exc:
             metrics.VAULT_CALLS.labels(operation="login", outcome="error").inc()
             raise VaultError(
-                f"Vault {self._strategy.method} login at {self.connection.address} failed: {_vault_messages(exc)}",
+                f"{_subject('login')} failed ({self._strategy.method} auth refused)",
                 reason=reasons.VAULT_PERMISSION_DENIED if isinstance(exc, hvac.exceptions.Forbidden)
                 else reasons.VAULT_ERROR,
+                detail=f"Vault {self._strategy.method} login at {self.connection.address} failed: "
+                       f"{_vault_messages(exc)}",
             ) from None
         except (requests.RequestException, OSError) as exc:
             metrics.VAULT_CALLS.labels(operation="login", outcome="error").inc()
-            raise VaultError(f"Vault {self._strategy.method} login at {self.connection.address} failed: "
-                             f"{type(exc).__name__}") from None
+            raise VaultError(f"{_subject('login')} failed: Vault unreachable ({type(exc).__name__})",
+                             detail=f"Vault {self._strategy.method} login at {self.connection.address} failed: "
+                                    f"{type(exc).__name__}") from None
         finally:
             metrics.VAULT_LATENCY.labels(operation="login").observe(time.perf_counter() - started)
         metrics.VAULT_CALLS.labels(operation="login", outcome="ok").inc()
@@ -126,19 +145,23 @@ class VaultSession:
                 if attempt == 1:  # token revoked or expired (or a token Secret replaced): log in again
                     self._ensure_token(force=True)
                     continue
-                raise VaultError(f"Vault denied {operation} of {path}: {_vault_messages(exc)}",
-                                 reason=reasons.VAULT_PERMISSION_DENIED, transient=False) from None
+                raise VaultError(f"{_subject(operation)} could not be read: Vault denied access",
+                                 reason=reasons.VAULT_PERMISSION_DENIED, transient=False,
+                                 detail=f"Vault denied {operation} of {path}: {_vault_messages(exc)}") from None
             except hvac.exceptions.InvalidPath as exc:
                 metrics.VAULT_CALLS.labels(operation=operation, outcome="not_found").inc()
-                raise VaultError(f"Vault has nothing at {path} ({_vault_messages(exc)})",
-                                 reason=reasons.VAULT_PATH_NOT_FOUND, transient=False) from None
+                raise VaultError(f"{_subject(operation)} could not be read: Vault has nothing there",
+                                 reason=reasons.VAULT_PATH_NOT_FOUND, transient=False,
+                                 detail=f"Vault has nothing at {path} ({_vault_messages(exc)})") from None
             except hvac.exceptions.VaultError as exc:
                 metrics.VAULT_CALLS.labels(operation=operation, outcome="error").inc()
-                raise VaultError(f"Vault {operation} of {path} failed: {_vault_messages(exc)}") from None
+                raise VaultError(f"{_subject(operation)} could not be read: Vault returned an error",
+                                 detail=f"Vault {operation} of {path} failed: {_vault_messages(exc)}") from None
             except (requests.RequestException, OSError) as exc:
                 metrics.VAULT_CALLS.labels(operation=operation, outcome="unreachable").inc()
-                raise VaultError(f"Vault at {self.connection.address} unreachable during {operation} of "
-                                 f"{path}: {type(exc).__name__}") from None
+                raise VaultError(f"{_subject(operation)} could not be read: Vault unreachable ({type(exc).__name__})",
+                                 detail=f"Vault at {self.connection.address} unreachable during {operation} of "
+                                        f"{path}: {type(exc).__name__}") from None
             finally:
                 metrics.VAULT_LATENCY.labels(operation=operation).observe(time.perf_counter() - started)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -150,22 +173,33 @@ class VaultSession:
             path=path, mount_point=mount, raise_on_deleted_version=True))
         data = (response.get("data") or {}).get("data") or {}
         if id_key not in data or secret_key not in data:
-            raise VaultError(f"Vault secret {full} lacks key {id_key!r} or {secret_key!r}",
-                             reason=reasons.VAULT_PATH_NOT_FOUND, transient=False)
+            raise VaultError("the identity's access key could not be read: the Vault secret lacks the configured keys",
+                             reason=reasons.VAULT_PATH_NOT_FOUND, transient=False,
+                             detail=f"Vault secret {full} lacks key {id_key!r} or {secret_key!r}")
         return AccessKey(access_key_id=str(data[id_key]), secret_access_key=str(data[secret_key]))
 
     def totp_code(self, mount: str, key: str, default_period: int) -> TotpCode:
         path = f"{mount}/code/{key}"
-        now = self._clock()
-        response = self._call("totp_code", path, lambda c: c.read(path))
-        if not response or "code" not in (response.get("data") or {}):
-            raise VaultError(f"Vault returned no code at {path}", reason=reasons.VAULT_PATH_NOT_FOUND,
-                             transient=False)
-        data = response["data"]
-        period = _period(data.get("period"), default_period)
-        # OpenBao says when it generated the code; HashiCorp Vault does not, so our clock stands in.
-        generated = float(data.get("generated") or now)
-        return TotpCode(code=str(data["code"]), step=time_step(generated, period), period=period)
+        for _ in range(AMBIGUOUS_CODE_ATTEMPTS):
+            before = self._clock()
+            response = self._call("totp_code", path, lambda c: c.read(path))
+            after = self._clock()
+            if not response or "code" not in (response.get("data") or {}):
+                raise VaultError("the identity's MFA code could not be read: Vault returned no code",
+                                 reason=reasons.VAULT_PATH_NOT_FOUND, transient=False,
+                                 detail=f"Vault returned no code at {path}")
+            data = response["data"]
+            period = _period(data.get("period"), default_period)
+            # OpenBao says when it generated the code; HashiCorp Vault does not (see step_of_fetch).
+            generated = float(data["generated"]) if data.get("generated") else None
+            step = step_of_fetch(before=before, after=after, period=period, generated=generated)
+            if step is not None:
+                return TotpCode(code=str(data["code"]), step=step, period=period)
+            metrics.VAULT_CALLS.labels(operation="totp_code", outcome="ambiguous_step").inc()
+            log.info("dropped a TOTP code read across a period boundary (its step is ambiguous)")
+        raise VaultError("the identity's MFA code could not be read: every code read crossed a period boundary",
+                         detail=f"{AMBIGUOUS_CODE_ATTEMPTS} codes read from {path} crossed a period boundary "
+                                "(Vault answers slower than the TOTP period allows)")
 
     def aws_session_token(self, mount: str, role: str, mfa_code: str, ttl_seconds: int) -> TemporaryCredentials:
         """Vault >= 1.16 `session_token` role: Vault calls GetSessionToken with the MFA code."""
@@ -197,7 +231,8 @@ def _period(raw: Any, default: int) -> int:
 def _credentials_from_aws_engine(response: Any, path: str, ttl_seconds: int) -> TemporaryCredentials:
     data = (response or {}).get("data") or {}
     if not data.get("access_key") or not data.get("secret_key"):
-        raise VaultError(f"Vault returned no credentials at {path}")
+        raise VaultError("the identity's Vault AWS engine returned no credentials",
+                         detail=f"Vault returned no credentials at {path}")
     lease = int((response or {}).get("lease_duration") or ttl_seconds)
     expiration = datetime.now(UTC) + timedelta(seconds=lease)
     if data.get("expiration"):

@@ -1,8 +1,10 @@
 """Failures the issuing flow tells apart.
 
 Each carries a condition reason and says whether retrying soon can help. Messages
-are written by this package from non-secret facts only (paths, ARNs, AWS error
-codes and messages), never from a request that held a secret.
+are written by this package from non-secret facts only (ARNs, AWS error codes and
+messages), never from a request that held a secret. `message` is tenant-visible
+(status, Events) and names no Vault address, path or key; `detail` (the operator log,
+and the platform admin's MFAIdentity status) may.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ class IssuingError(Exception):
     reason: str = reasons.VAULT_ERROR
     transient: bool = True
 
-    def __init__(self, message: str, *, reason: str | None = None, transient: bool | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, transient: bool | None = None,
+                 detail: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail or message
         if reason is not None:
             self.reason = reason
         if transient is not None:
@@ -63,8 +67,9 @@ class StsError(IssuingError):
         reason: str | None = None,
         transient: bool | None = None,
         code_spent: bool = True,
+        detail: str = "",
     ) -> None:
-        super().__init__(message, reason=reason, transient=transient)
+        super().__init__(message, reason=reason, transient=transient, detail=detail)
         self.code_spent = code_spent
 
 

@@ -36,7 +36,7 @@ def resolver_from_index(index: kopf.Index[str, Any], config: OperatorConfig) -> 
             raise IdentityNotFoundError(f"MFAIdentity {name!r} does not exist")
         uid, spec = entries[0]
         return parse_identity(name, uid, spec, default_vault=config.default_vault,
-                              operator_namespace=config.lease_namespace)
+                              operator_namespace=config.lease_namespace, rules=config.connection_rules)
 
     return resolve
 
@@ -48,7 +48,8 @@ async def verify(services: Services, name: str, uid: str, spec: Mapping[str, Any
     access key's KV path; never calls STS.
     """
     identity = parse_identity(name, uid, spec, default_vault=services.config.default_vault,
-                              operator_namespace=services.config.lease_namespace)
+                              operator_namespace=services.config.lease_namespace,
+                              rules=services.config.connection_rules)
     vault = await asyncio.to_thread(services.vault.get, identity.vault)
     source = identity.access_key
     if isinstance(source, KvAccessKey):
@@ -66,9 +67,12 @@ async def _verify_and_report(body: kopf.Body, name: str, uid: str, spec: kopf.Sp
     try:
         await verify(services, name, uid, spec)
     except IssuingError as exc:
+        # The MFAIdentity is the platform admin's (cluster-scoped): its status carries the details (Vault
+        # address and paths); its Events, which land in a namespace others may read, do not.
         conditions = set_condition(status.get("conditions"), type_=reasons.READY, status=False, reason=exc.reason,
-                                   message=exc.message, generation=generation, now=now)
+                                   message=exc.detail, generation=generation, now=now)
         kopf.warn(body, reason=exc.reason, message=exc.message)
+        log.warning("MFAIdentity %s not verified (%s): %s", name, exc.reason, exc.detail)
         ok = False
     else:
         conditions = set_condition(status.get("conditions"), type_=reasons.READY, status=True,

@@ -46,6 +46,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = config.worker_threads
+    if config.watch_secrets:
+        # Server-side: only the Secrets this operator wrote are streamed to it (handlers/secrets.py).
+        from vault_sts_operator.handlers.secrets import SECRET_SELECTOR
+        settings.watching.label_selectors["v1", "secrets"] = SECRET_SELECTOR
     if config.peering_name:
         # kopf pauses every operator that sees a live peer of the same priority (kopf >= 1.29), so replicas
         # that all keep the default priority 0 all pause and none works. A random priority per instance keeps

@@ -80,8 +80,9 @@ class CredentialIssuer:
                     return await asyncio.to_thread(vault.aws_session_token, source.mount, source.role, code,
                                                    identity.session_duration)
                 except VaultError as exc:
-                    if "invalid MFA one time pass code" in exc.message:
-                        raise MfaCodeRejectedError(exc.message) from None
+                    if "invalid MFA one time pass code" in exc.detail:
+                        raise MfaCodeRejectedError("AWS refused the MFA code passed through Vault's AWS engine",
+                                                   detail=exc.detail) from None
                     raise
         else:
             raise InvalidSpecError(f"MFAIdentity {identity.name}: credentialType assumedRole has no MFA session")
@@ -152,11 +153,11 @@ class CredentialIssuer:
             return await asyncio.to_thread(vault.aws_assume_role, source.mount, source.role, request.role_arn,
                                            request.session_name, request.duration_seconds)
         except VaultError as exc:
-            if "AccessDenied" in exc.message:
-                raise VaultError(
-                    f"{exc.message} (credentialType assumedRole: Vault calls AssumeRole without MFA, "
-                    "so a role whose trust policy demands MFA refuses it)",
-                    reason=reasons.ACCESS_DENIED, transient=False) from None
+            if "AccessDenied" in exc.detail:
+                hint = (" (credentialType assumedRole: Vault calls AssumeRole without MFA, "
+                        "so a role whose trust policy demands MFA refuses it)")
+                raise VaultError(f"{exc.message}: AccessDenied{hint}", reason=reasons.ACCESS_DENIED, transient=False,
+                                 detail=exc.detail + hint) from None
             raise
 
 

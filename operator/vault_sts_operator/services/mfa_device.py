@@ -26,13 +26,20 @@ T = TypeVar("T")
 
 # Start a little after the period boundary so Vault's clock and ours agree on the step.
 STEP_MARGIN_SECONDS = 0.3
+# A recorded step more than this many steps ahead of our clock was written by a clock that runs ahead
+# (or ours runs behind): waiting for it could take hours. Wait one period instead, then supersede it.
+SKEW_TOLERANCE_STEPS = 1
 
 
 class StepStore(Protocol):
     """Durable record of the last spent step per device, shared by operator instances."""
 
-    async def claim(self, device: str, step: int) -> int | None:
-        """Record `step` as spent if it is newer than the recorded one; else return the recorded one."""
+    async def claim(self, device: str, step: int, *, supersede: int | None = None) -> int | None:
+        """Record `step` as spent if it is newer than the recorded one; else return the recorded one.
+
+        With `supersede`, also record `step` when the recorded step is exactly `supersede` (a step from
+        a clock running ahead, which the caller has waited a full period past): a compare-and-swap.
+        """
 
     async def release(self, device: str) -> None:
         """Let other instances claim again (the recorded step stays)."""
@@ -44,9 +51,9 @@ class InMemoryStepStore:
     def __init__(self) -> None:
         self._steps: dict[str, int] = {}
 
-    async def claim(self, device: str, step: int) -> int | None:
+    async def claim(self, device: str, step: int, *, supersede: int | None = None) -> int | None:
         last = self._steps.get(device)
-        if last is not None and step <= last:
+        if last is not None and step <= last and last != supersede:
             return last
         self._steps[device] = step
         return None
@@ -84,16 +91,35 @@ class MfaDeviceGuard:
         device): a code fetched before that wait may be stale when the claim succeeds, and AWS would
         refuse it. Its claimed step stays spent; a fresh code from a later step is fetched instead.
         """
+        supersede: int | None = None
         while True:
             code = await fetch()
-            recorded = await self._store.claim(device, code.step)
+            recorded = await self._store.claim(device, code.step, supersede=supersede)
+            supersede = None
             if recorded is not None:  # this step (or a later one) was already spent
+                ahead = recorded - code.step
+                if ahead > SKEW_TOLERANCE_STEPS:
+                    # Written by a clock that runs ahead. Whatever code that replica sent was read before we
+                    # saw its record: a code read a full period from now is newer, whatever the clocks say.
+                    self._report_skew(device, ahead * code.period)
+                    await self._sleep(code.period + STEP_MARGIN_SECONDS)
+                    metrics.MFA_WAITS.inc()
+                    metrics.MFA_WAIT_SECONDS.inc(code.period + STEP_MARGIN_SECONDS)
+                    supersede = recorded
+                    continue
                 await self._wait_for_step(recorded, code.period)
                 continue
             if self._clock() >= (code.step + 1) * code.period:
                 log.info("MFA device %s: the code's period ended while claiming it; fetching a fresh one", device)
                 continue
             return code
+
+    def _report_skew(self, device: str, seconds: float) -> None:
+        metrics.CLOCK_SKEW_SECONDS.labels(source="mfa-step").set(seconds)
+        metrics.CLOCK_SKEW_EVENTS.labels(source="mfa-step").inc()
+        log.warning("MFA device %s: the recorded time step is about %.0fs ahead of this replica's clock; a replica's "
+                    "clock runs ahead (or this one's behind). Waiting one period instead, then taking over the "
+                    "record. Check NTP on the operator's nodes.", device, seconds)
 
     async def spend(
         self,

@@ -36,7 +36,8 @@ IdentityResolver = Callable[[str], IdentitySpec]
 # (and at once when the CR or its identity changes).
 TRANSIENT_BACKOFF = (5.0, 300.0)
 CONFIG_RETRY_SECONDS = 600.0
-# Never sleep longer than this, so the loop also notices a Secret deleted by hand.
+# Never sleep longer than this, so the loop also notices a Secret deleted by hand (when the operator
+# does not watch its Secrets, the chart lowers it to 45 s: --secret-check-interval).
 MAX_SLEEP_SECONDS = 3600.0
 
 
@@ -62,8 +63,10 @@ class CredentialReconciler:
         restarter: RolloutRestarter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rotate_min_interval: timedelta = timedelta(0),
+        max_sleep_seconds: float = MAX_SLEEP_SECONDS,
     ) -> None:
         self._rotate_min_interval = rotate_min_interval
+        self._max_sleep = max_sleep_seconds
         self._restarter = restarter
         self._kube = kube
         self._issuer = issuer
@@ -97,7 +100,7 @@ class CredentialReconciler:
             metrics.SECONDS_UNTIL_EXPIRY.labels(namespace=namespace, name=name).set(
                 (record.expiration - self._clock()).total_seconds())
             metrics.EXPIRATION_TIMESTAMP.labels(namespace=namespace, name=name).set(record.expiration.timestamp())
-            return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), MAX_SLEEP_SECONDS),
+            return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), self._max_sleep),
                               ready=True, failures=0)
         except IssuingError as exc:
             failures += 1
@@ -107,7 +110,7 @@ class CredentialReconciler:
                                    jitter_key=f"{namespace}/{name}")
                      if exc.transient else CONFIG_RETRY_SECONDS)
             log.warning("%s/%s not issued (%s): %s; next attempt in %.0fs", namespace, name, exc.reason,
-                        exc.message, delay)
+                        exc.detail, delay)
             return PassResult(delay, ready=False, failures=failures)
 
     async def _check_allowed(self, identity: IdentitySpec, spec: CredentialSpec) -> None:

@@ -1,4 +1,5 @@
-"""Wakes a credential's daemon early: its spec or rotate annotation changed, or its identity did."""
+"""Wakes a credential's daemon early: its spec or rotate annotation changed, its identity did, or its Secret
+was deleted."""
 
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ class Wakeups:
     def changed(self, key: Key, fingerprint: tuple[object, ...]) -> None:
         sleeper = self._sleepers.get(key)
         if sleeper is not None and sleeper.seen != fingerprint:
+            sleeper.event.set()
+
+    def wake(self, namespace: str, name: str) -> None:
+        """Run the credential's next pass now (its Secret was deleted by hand, for one)."""
+        sleeper = self._sleepers.get((namespace, name))
+        if sleeper is not None:
             sleeper.event.set()
 
     def identity_changed(self, identity: str) -> None:

@@ -1,0 +1,207 @@
+"""The operator holds no more than it needs (issue 10), tried as an MFAIdentity author or a tenant would.
+
+Every attack points the identity's Vault at a trap: a local HTTP server that counts what reaches it. A
+refused attack leaves the trap at 0 requests, the identity's MFA device at 0 codes (so 0 STS calls: both
+GetSessionToken and a direct AssumeRole need one), no Secret, and a clear condition and Event.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from devstack.kubeconfig import kubeconfig_for_service_account
+from devstack.manifests import GROUP, VERSION, assumed_role_credential, mfa_identity
+from devstack.operator_run import OperatorProcess
+from devstack.seed import RoleSpec, SeededIdentity, seed_identity
+from tests.conftest import NAMESPACED_HOME, NAMESPACED_RELEASE_SA, NAMESPACED_WATCHED
+from tests.e2e.helpers import MFAID, wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+class Trap:
+    """Counts every request that reaches it (and whether it carried a credential); answers 403."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, bool]] = []
+        trap = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                carried = bool(self.headers.get("X-Vault-Token") or b"jwt" in body or b"secret_id" in body)
+                trap.requests.append((self.command, self.path, carried))
+                self.send_response(403)
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = _any
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Trap:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def trap() -> Iterator[Trap]:
+    with Trap() as running:
+        yield running
+
+
+@pytest.fixture
+def team(kube: Any, unique: str) -> str:
+    return str(kube.namespace(f"priv-{unique}"))
+
+
+@pytest.fixture
+def seeded(stack: Any, unique: str) -> SeededIdentity:
+    return seed_identity(stack, f"priv-{unique}", roles=[RoleSpec(f"app-priv-{unique}")])
+
+
+def identity_ready(kube: Any, name: str) -> dict[str, Any]:
+    def failed() -> dict[str, Any] | None:
+        body = kube.custom.get_cluster_custom_object(GROUP, VERSION, MFAID, name)
+        conds = [c for c in (body.get("status") or {}).get("conditions") or () if c["type"] == "Ready"]
+        return conds[0] if conds and conds[0]["status"] == "False" else None
+    return dict(wait_for(f"MFAIdentity {name} Ready=False", failed))
+
+
+def codes_spent(emulator_admin: Any, serial: str) -> int:
+    counters = emulator_admin.counters()
+    return int(counters["codes_accepted_by_serial"].get(serial, 0) + counters["codes_refused_by_serial"].get(serial, 0))
+
+
+ATTACKS = {
+    # the identity names its own Vault and no auth: the operator's default auth (its ServiceAccount JWT) must
+    # not be sent there
+    "own-address-default-auth": ({}, "spec.vault.auth is required: spec.vault.address names a Vault other than "
+                                     "the operator's default"),
+    # a token from a Secret in kube-system
+    "token-from-kube-system": ({"auth": {"tokenSecretRef": {"name": "bootstrap", "namespace": "kube-system",
+                                                            "key": "token"}}},
+                               "tokenSecretRef.namespace 'kube-system' is not allowed"),
+    # an AppRole SecretID from a tenant's namespace
+    "secret-id-from-a-tenant": ({"auth": {"appRole": {"roleId": "r", "secretIdRef": {
+        "name": "sid", "namespace": "default", "key": "secret_id"}}}},
+        "secretIdRef.namespace 'default' is not allowed"),
+    # a CA bundle from another namespace (the Secret read is the attack: the operator's rights, not the author's)
+    "ca-from-kube-system": ({"auth": {"kubernetes": {"role": "x"}},
+                             "caSecretRef": {"name": "ca", "namespace": "kube-system", "key": "ca.crt"}},
+                            "caSecretRef.namespace 'kube-system' is not allowed"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_identity_author_cannot_borrow_the_operators_credentials_or_rights(
+        stack, kube, team, seeded, trap, emulator_admin, unique, attack):
+    vault_patch, expected = ATTACKS[attack]
+    manifest = mfa_identity(stack, seeded, name=f"{attack}-{unique}"[:60], allowed_namespaces=[team])
+    manifest["spec"]["vault"] = {"address": trap.address, **vault_patch}
+    kube.apply_identity(manifest)
+    name = manifest["metadata"]["name"]
+    kube.create_credential(assumed_role_credential(team, "app", name, seeded.role_arns[0]))
+
+    cond = kube.wait_reason(team, "app", "InvalidSpec")
+    assert expected in cond["message"], cond["message"]
+    assert trap.address not in cond["message"]
+    assert expected in identity_ready(kube, name)["message"]
+    assert any(e.reason == "InvalidSpec" and expected in e.message for e in kube.events(team, "app"))
+    time.sleep(2)  # let any (wrong) login attempt land
+    assert trap.requests == [], trap.requests
+    assert codes_spent(emulator_admin, seeded.mfa_serial) == 0
+    assert kube.secret(team, "app") is None
+
+
+def test_plain_http_default_vault_needs_the_development_setting(stack):
+    """Started without --allow-insecure-http, an http:// default Vault address stops the operator at once,
+    before it contacts anything."""
+    env = {**stack.subprocess_env(), "VAULT_ADDR": stack.vault_addr}
+    env.pop("VSO_ALLOW_INSECURE_HTTP", None)
+    result = subprocess.run([sys.executable, "-m", "vault_sts_operator", "run", "--liveness", "", "--metrics-port",
+                             "0"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "uses http://: plain HTTP needs --allow-insecure-http" in result.stderr, result.stderr
+
+
+def test_secret_deleted_by_hand_is_back_within_a_minute_cluster_scope(stack, kube, team, seeded, emulator_admin,
+                                                                     issued):
+    """Cluster-wide RBAC has no list/watch on Secrets: the by-name check (every 45 s) finds it missing."""
+    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team]))
+    kube.create_credential(assumed_role_credential(team, "app", seeded.name, seeded.role_arns[0]))
+    before = kube.wait_ready(team, "app")["status"]
+    codes = codes_spent(emulator_admin, seeded.mfa_serial)
+    issues = issue_events(kube, team, "app")
+    kube.core.delete_namespaced_secret("app", team)
+    deleted_at = time.monotonic()
+    wait_for("the Secret back", lambda: kube.secret(team, "app"), timeout=60, interval=0.25)
+    back_after = time.monotonic() - deleted_at
+    issued.add_secret(kube.secret(team, "app"))
+    after = kube.wait_ready(team, "app")["status"]
+    # The operator keeps no secret value in memory: the Secret is issued again, from the cached MFA session:
+    # one AssumeRole, no GetSessionToken, no TOTP code.
+    assert after["accessKeyId"] != before["accessKeyId"]
+    assert codes_spent(emulator_admin, seeded.mfa_serial) == codes
+    assert issue_events(kube, team, "app") == issues + 1
+    print(f"cluster scope (by-name check every 45 s): Secret back after {back_after:.1f}s")
+
+
+def issue_events(kube: Any, ns: str, name: str) -> int:
+    return sum(e.count or 1 for e in kube.events(ns, name) if e.reason in ("Issued", "Rotated"))
+
+
+def test_secret_deleted_by_hand_is_back_at_once_namespaced_scope(stack, kube, operator, namespaced_release, unique,
+                                                                 emulator_admin, issued):
+    """Namespaced RBAC: the operator watches its own Secrets (label-selected) and wakes their credential."""
+    team = NAMESPACED_WATCHED[0]
+    seeded = seed_identity(stack, f"watch-{unique}", roles=[RoleSpec(f"app-watch-{unique}")],
+                           bound_namespaces=(NAMESPACED_HOME,), bound_service_accounts=(NAMESPACED_RELEASE_SA,))
+    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team]))
+    kubeconfig = kubeconfig_for_service_account(stack, NAMESPACED_HOME, NAMESPACED_RELEASE_SA,
+                                                stack.stack_dir / "operator-scoped.kubeconfig")
+    scoped = OperatorProcess(stack, name="operator-scoped", kubeconfig=kubeconfig, namespace=NAMESPACED_HOME,
+                             service_account=NAMESPACED_RELEASE_SA, watch_secrets=True,
+                             extra_args=["--namespace", team])
+    operator.stop()  # the cluster-wide instance steps aside
+    offset = len(scoped.log_text())  # the log file is appended to across runs
+    try:
+        scoped.start()
+        name = f"w-{unique}"
+        kube.create_credential(assumed_role_credential(team, name, seeded.name, seeded.role_arns[0]))
+        before = kube.wait_ready(team, name, timeout=90)["status"]
+        codes = codes_spent(emulator_admin, seeded.mfa_serial)
+        kube.core.delete_namespaced_secret(name, team)
+        deleted_at = time.monotonic()
+        wait_for("the Secret back", lambda: kube.secret(team, name), timeout=60, interval=0.1)
+        back_after = time.monotonic() - deleted_at
+        issued.add_secret(kube.secret(team, name))
+        after = kube.wait_ready(team, name)["status"]
+        assert back_after < 10, back_after
+        assert after["accessKeyId"] != before["accessKeyId"]
+        assert codes_spent(emulator_admin, seeded.mfa_serial) == codes  # the cached MFA session served
+        log = scoped.log_text()[offset:]
+        assert "was deleted; waking its credential" in log
+        assert "Forbidden" not in log  # the namespaced RBAC is enough
+        print(f"namespaced scope (label-selected watch): Secret back after {back_after:.1f}s")
+        kube.delete_credential(team, name)
+    finally:
+        scoped.stop()
+        operator.start()
