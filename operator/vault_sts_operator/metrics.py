@@ -25,6 +25,8 @@ VAULT_CALLS = Counter(f"{_NS}_vault_requests_total", "Vault requests", ["operati
 VAULT_LATENCY = Histogram(f"{_NS}_vault_request_seconds", "Vault request latency", ["operation"])
 STS_CALLS = Counter(f"{_NS}_sts_requests_total", "STS requests", ["action", "outcome"])
 STS_LATENCY = Histogram(f"{_NS}_sts_request_seconds", "STS request latency", ["action"])
+SCHEDULED_CREDENTIALS = Gauge(f"{_NS}_credentials_scheduled",
+                              "AssumedRoleCredentials this replica knows and schedules")
 ROLLOUT_RESTARTS = Counter(f"{_NS}_rollout_restarts_total", "Workloads restarted after a rotation", ["kind"])
 
 

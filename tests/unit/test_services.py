@@ -142,6 +142,13 @@ def creds(expires_in: timedelta, key: str = "ASIA1") -> TemporaryCredentials:
                                 expiration=datetime.now(UTC) + expires_in)
 
 
+class Provider:
+    """An MFA-session provider that creates sessions with a test function."""
+
+    def __init__(self, create):
+        self.create = create
+
+
 def test_session_single_flight():
     created = 0
 
@@ -151,7 +158,7 @@ def test_session_single_flight():
         await asyncio.sleep(0.01)
         return creds(timedelta(hours=1), key=f"ASIA{created}")
 
-    cache = MfaSessionCache(create)
+    cache = MfaSessionCache(kv=Provider(create), vault_aws=Provider(create))
 
     async def run():
         return await asyncio.gather(*(cache.get(IDENTITY) for _ in range(100)))
@@ -167,7 +174,7 @@ def test_session_renewed_near_expiry_and_after_invalidation():
     async def create(identity):
         return creds(made.pop(0), key=f"ASIA{len(made)}")
 
-    cache = MfaSessionCache(create)
+    cache = MfaSessionCache(kv=Provider(create), vault_aws=Provider(create))
 
     async def run():
         first = await cache.get(IDENTITY)  # 10 min left < 15 min margin of a 1 h session: renewed next time
@@ -254,7 +261,7 @@ def test_rollout_restarts_are_debounced():
         def __init__(self) -> None:
             self.restarts: list[tuple[str, str, str]] = []
 
-        def restart_workload(self, kind: str, namespace: str, name: str, stamp: str) -> None:
+        async def restart_workload(self, kind: str, namespace: str, name: str, stamp: str) -> None:
             if name == "broken":
                 raise KubernetesError("restarting Deployment ns/broken: HTTP 404")
             self.restarts.append((kind, namespace, name))
@@ -263,12 +270,15 @@ def test_rollout_restarts_are_debounced():
     failures: list[str] = []
     restarter = RolloutRestarter(kube, debounce_seconds=0.05)  # type: ignore[arg-type]
 
+    async def report(target: tuple[str, str, str], message: str) -> None:
+        failures.append(message)
+
     async def run() -> list[bool]:
-        asked = [restarter.request(("Deployment", "ns", "app"), lambda t, m: failures.append(m)) for _ in range(5)]
-        asked.append(restarter.request(("StatefulSet", "ns", "db"), lambda t, m: failures.append(m)))
-        asked.append(restarter.request(("Deployment", "ns", "broken"), lambda t, m: failures.append(m)))
+        asked = [restarter.request(("Deployment", "ns", "app"), report) for _ in range(5)]
+        asked.append(restarter.request(("StatefulSet", "ns", "db"), report))
+        asked.append(restarter.request(("Deployment", "ns", "broken"), report))
         await restarter.drain()
-        asked.append(restarter.request(("Deployment", "ns", "app"), lambda t, m: failures.append(m)))
+        asked.append(restarter.request(("Deployment", "ns", "app"), report))
         await restarter.drain()
         return asked
 

@@ -7,7 +7,7 @@ codes and messages), never from a request that held a secret.
 
 from __future__ import annotations
 
-from vault_sts_operator.api import reasons
+from vault_sts_operator.domain import reasons
 
 
 class IssuingError(Exception):

@@ -6,22 +6,16 @@ import asyncio
 import concurrent.futures
 import logging
 import secrets
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from vault_sts_operator import metrics
 from vault_sts_operator.api import constants as c
-from vault_sts_operator.app import build_services
-from vault_sts_operator.clients.kube_rest import KubeRest, default_login
+from vault_sts_operator.app import Services, build_services
 from vault_sts_operator.config import OperatorConfig
 
 log = logging.getLogger(__name__)
-
-
-def post_event(body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type, reason=reason, message=message)  # type: ignore[arg-type]
 
 
 @kopf.on.startup()
@@ -46,8 +40,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.peering.priority = 1 + secrets.randbelow(2**31 - 2)
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="vso"))
-    rest = await asyncio.to_thread(KubeRest, default_login(settings), pool_size=config.worker_threads)
-    memo["services"] = build_services(config, rest, post_event)
+    services = build_services(config, settings)
+    services.controller.start(peering=config.peering_name, priority=settings.peering.priority,
+                              namespaces=config.namespaces)
+    memo["services"] = services
     metrics.serve(config.metrics_port)
     log.info("vault-sts-operator started (instance %s, namespaces %s)", config.instance_id,
              ", ".join(config.namespaces) or "all")
@@ -56,4 +52,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.probe(id="credentials")
 def probe_credentials(memo: kopf.Memo, **_: Any) -> int:
     services = memo.get("services")
-    return len(services.wakeups) if services is not None else 0
+    return len(services.controller) if services is not None else 0
+
+
+@kopf.on.cleanup()
+async def shut_down(memo: kopf.Memo, **_: Any) -> None:
+    services: Services | None = memo.get("services")
+    if services is not None:
+        await services.controller.stop()
+        await services.kube.rest.close()

@@ -9,8 +9,11 @@ first served (asyncio semaphores are FIFO).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class FairLimiter:
@@ -28,3 +31,14 @@ class FairLimiter:
         mine = self._per_key.setdefault(key, asyncio.Semaphore(self._per_key_limit))
         async with mine, self._total:
             yield
+
+
+class BlockingCalls:
+    """Blocking client calls (boto3) run in worker threads, at most `total` at once, fairly per key."""
+
+    def __init__(self, total: int) -> None:
+        self.limiter = FairLimiter(total)
+
+    async def run(self, key: str, fn: Callable[[], T]) -> T:
+        async with self.limiter.slot(key):
+            return await asyncio.to_thread(fn)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from vault_sts_operator import metrics
@@ -21,7 +21,7 @@ from vault_sts_operator.domain.errors import IssuingError
 log = logging.getLogger(__name__)
 
 Target = tuple[str, str, str]  # (kind, namespace, name)
-FailureReporter = Callable[[Target, str], None]
+FailureReporter = Callable[[Target, str], Awaitable[None]]
 
 
 class RolloutRestarter:
@@ -43,11 +43,11 @@ class RolloutRestarter:
         try:
             await asyncio.sleep(self._debounce)
             kind, namespace, name = target
-            await asyncio.to_thread(self._kube.restart_workload, kind, namespace, name, format_time(self._clock()))
+            await self._kube.restart_workload(kind, namespace, name, format_time(self._clock()))
             metrics.ROLLOUT_RESTARTS.labels(kind=kind).inc()
             log.info("restarted %s %s/%s after a credential rotation", kind, namespace, name)
         except IssuingError as exc:
-            on_failure(target, exc.message)
+            await on_failure(target, exc.message)
         finally:
             self._pending.pop(target, None)
 
