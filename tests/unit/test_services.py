@@ -270,7 +270,7 @@ def test_rollout_restarts_are_debounced():
     failures: list[str] = []
     restarter = RolloutRestarter(kube, debounce_seconds=0.05)  # type: ignore[arg-type]
 
-    async def report(target: tuple[str, str, str], message: str) -> None:
+    async def report(message: str) -> None:
         failures.append(message)
 
     async def run() -> list[bool]:

@@ -201,7 +201,7 @@ class CredentialReconciler:
         if self._restarter is None:
             return
 
-        async def report(target: tuple[str, str, str], message: str) -> None:
+        async def report(message: str) -> None:
             await self._events(body, type_="Warning", reason=reasons.ROLLOUT_RESTART_FAILED, message=message)
 
         for target in spec.rollout_restart_targets:

@@ -21,7 +21,7 @@ from vault_sts_operator.domain.errors import IssuingError
 log = logging.getLogger(__name__)
 
 Target = tuple[str, str, str]  # (kind, namespace, name)
-FailureReporter = Callable[[Target, str], Awaitable[None]]
+FailureReporter = Callable[[str], Awaitable[None]]  # gets a message naming the workload
 
 
 class RolloutRestarter:
@@ -47,7 +47,7 @@ class RolloutRestarter:
             metrics.ROLLOUT_RESTARTS.labels(kind=kind).inc()
             log.info("restarted %s %s/%s after a credential rotation", kind, namespace, name)
         except IssuingError as exc:
-            await on_failure(target, exc.message)
+            await on_failure(exc.message)
         finally:
             self._pending.pop(target, None)
 
