@@ -147,7 +147,7 @@ def test_rotation_before_expiry_then_restart_does_not_reissue(stack, kube, team,
     kube.delete_credential(team, "short")
     issued_at = kube.credential(team, "steady")["status"]["issuedAt"]
     operator.restart()
-    # The restarted daemon reads the Secret's issue record, reports it and sleeps: nothing is issued.
+    # The restarted operator schedules it from status.renewalTime: nothing is read or issued.
     time.sleep(8)
     since_restart = operator.log_text().split("==== start #")[-1]
     assert "into Secret steady" not in since_restart

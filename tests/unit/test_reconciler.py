@@ -36,6 +36,7 @@ class Api:
         self.status: dict[str, Any] = {}
         self.requests: list[str] = []
         self.version = 0
+        self.gone = False  # the CR was deleted
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.requests.append("GET secrets")
@@ -67,9 +68,12 @@ class Api:
         self.requests.append("DELETE secrets")
         self.secrets.pop((namespace, name), None)
 
-    async def patch_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         self.requests.append("PATCH status")
+        if self.gone:
+            return False
         self.status.update(copy.deepcopy(status))
+        return True
 
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
         self.requests.append("GET namespaces")
@@ -167,6 +171,17 @@ def test_conflicts_leave_the_secret_alone(existing: dict[str, Any], reason: str,
     assert issuer.issued == (1 if hint else 0)
 
 
+def test_direct_mode_always_reads_first() -> None:
+    """mfa: direct spends a TOTP code per issue: never before knowing the Secret is ours to write."""
+    api, issuer, events = Api(), Issuer(), Events()
+    api.secrets[("team", "app-aws")] = copy.deepcopy(FOREIGN)
+    cr = body()
+    cr["spec"]["mfa"] = "direct"
+    run_pass(make(api, issuer, events), cr, secret_absent=True)
+    assert api.requests[0] == "GET secrets"
+    assert issuer.issued == 0 and api.secrets[("team", "app-aws")] == FOREIGN
+
+
 def test_a_wrong_hint_replaces_our_own_secret() -> None:
     """The hint said "no Secret", but our Secret is there (a status patch lost in a crash): replaced once."""
     api, _cr = issued_cr()
@@ -224,3 +239,11 @@ def test_rotation_replaces_at_the_read_version() -> None:
     assert api.requests == ["GET secrets", "PUT secrets", "PATCH status"]
     assert events.posted == [("Normal", "Rotated")]
     assert api.secrets[("team", "app-aws")]["metadata"]["annotations"]["vaultsts.io/rotate-request"] == "1"
+
+
+def test_a_credential_deleted_unseen_is_reported_gone() -> None:
+    api, issuer, events = Api(), Issuer(), Events()
+    api.gone = True
+    result = run_pass(make(api, issuer, events), body(), secret_absent=True)
+    assert result.gone and result.failures == 0
+    assert events.posted == []  # nothing announced about an object that is not there

@@ -75,13 +75,16 @@ class KubeGateway:
         return base64.b64decode(secret["data"][ref.key]).decode()
 
     # -- status of our custom resources --------------------------------------------------------
-    async def patch_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge `status` into the CR's status; False when the CR no longer exists."""
         path = self._credential_path(namespace, name) + "/status"
         try:
             await self.rest.request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
         except ApiError as exc:
-            if exc.status != 404:  # deleted meanwhile: nothing to report on
-                raise KubernetesError(f"patching status of {namespace}/{name}: {exc}") from None
+            if exc.status == 404:  # deleted meanwhile: nothing to report on
+                return False
+            raise KubernetesError(f"patching status of {namespace}/{name}: {exc}") from None
+        return True
 
     def _credential_path(self, namespace: str, name: str) -> str:
         return f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{quote(namespace)}/{c.CREDENTIAL_PLURAL}/{quote(name)}"

@@ -220,7 +220,9 @@ class CredentialController:
         result = await self._reconciler.reconcile(body, self.resolve, self._failures.get(key, 0),
                                                   secret_absent=cached.fresh)
         current = self._objects.get(key)
-        if current is None:  # deleted during the pass
+        if result.gone:
+            self.forget(key)
+        if current is None or result.gone:  # deleted during the pass (or before it, unseen)
             return None
         current.fresh = False
         if result.status:  # keep what this pass wrote until the watch brings it

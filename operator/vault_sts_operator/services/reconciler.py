@@ -45,6 +45,11 @@ class PassResult:
     sleep_seconds: float
     failures: int  # consecutive failures, for the next pass's backoff
     status: dict[str, Any] | None = None  # the status fields this pass wrote (None: none)
+    gone: bool = False  # the CR no longer exists (deleted while the watch was away): stop scheduling it
+
+
+class _CredentialGone(Exception):
+    """The status patch found no CR."""
 
 
 class CredentialReconciler:
@@ -68,8 +73,8 @@ class CredentialReconciler:
     async def reconcile(self, body: Mapping[str, Any], resolve: IdentityResolver, failures: int, *,
                         secret_absent: bool = False) -> PassResult:
         """One pass. `secret_absent`: the caller knows no Secret was issued for this CR yet (a new CR
-        with an empty status), so the Secret is created without reading it first (a Secret found by
-        the create is then read and checked as usual)."""
+        with an empty status), so in session mode the Secret is created without reading it first (a
+        Secret found by the create is then read and checked as usual)."""
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         status = dict(body.get("status") or {})
@@ -77,7 +82,10 @@ class CredentialReconciler:
             spec = parse_credential(namespace, name, body.get("spec") or {})
             identity = resolve(spec.identity_name)
             await self._check_allowed(identity, spec)
-            current = None if secret_absent else await self._writer.read(spec, str(meta.get("uid")))
+            # Skipping the read is only for session mode: should a Secret be there after all, the pass has
+            # spent an AssumeRole on the shared session, never a TOTP code of its own (mfa: direct).
+            skip_read = secret_absent and spec.mfa_mode == "session"
+            current = None if skip_read else await self._writer.read(spec, str(meta.get("uid")))
             record = read_issued_record(((current or {}).get("metadata") or {}).get("annotations"))
             rotate_request = str((meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION, ""))
             decision = decide(now=self._clock(), record=record, spec_hash=spec.issuance_hash(),
@@ -95,6 +103,9 @@ class CredentialReconciler:
             metrics.EXPIRATION_TIMESTAMP.labels(namespace=namespace, name=name).set(record.expiration.timestamp())
             return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), MAX_SLEEP_SECONDS),
                               failures=0, status=written)
+        except _CredentialGone:
+            log.info("%s/%s no longer exists; forgetting it", namespace, name)
+            return PassResult(MAX_SLEEP_SECONDS, failures=0, gone=True)
         except IssuingError as exc:
             failures += 1
             metrics.FAILURES.labels(reason=exc.reason).inc()
@@ -173,7 +184,8 @@ class CredentialReconciler:
             "expiration": format_time(record.expiration),
             "renewalTime": format_time(self._renew_at(spec, record)),
         }
-        await self._kube.patch_credential_status(spec.namespace, spec.name, new_status)
+        if await self._kube.patch_credential_status(spec.namespace, spec.name, new_status) is False:
+            raise _CredentialGone
         return new_status
 
     async def _report_failure(self, body: Mapping[str, Any], exc: IssuingError,
