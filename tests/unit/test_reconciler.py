@@ -123,9 +123,14 @@ def run_pass(reconciler: CredentialReconciler, cr: dict[str, Any], failures: int
 
 def issued_cr() -> tuple[Api, dict[str, Any]]:
     """An API server holding a CR issued once (Secret and status), and that CR's body."""
+    api, cr, _ = issued_with_known()
+    return api, cr
+
+
+def issued_with_known() -> tuple[Api, dict[str, Any], Any]:
     api, events = Api(), Events()
     result = run_pass(make(api, Issuer(), events), body(), secret_absent=True)
-    return api, body(status={**api.status, **(result.status or {})})
+    return api, body(status={**api.status, **(result.status or {})}), result.secret
 
 
 FOREIGN = {"metadata": {"name": "app-aws", "namespace": "team", "resourceVersion": "7", "uid": "s0",
@@ -247,3 +252,46 @@ def test_a_credential_deleted_unseen_is_reported_gone() -> None:
     result = run_pass(make(api, issuer, events), body(), secret_absent=True)
     assert result.gone and result.failures == 0
     assert events.posted == []  # nothing announced about an object that is not there
+
+
+def _rotate(cr: dict[str, Any]) -> dict[str, Any]:
+    cr["metadata"]["annotations"] = {"vaultsts.io/rotate": "1"}
+    return cr
+
+
+@pytest.mark.parametrize(("meddle", "expected"), [
+    (None, ["PUT secrets", "PATCH status"]),                                   # as we left it: no read
+    ("replace", ["PUT secrets", "GET secrets", "PUT secrets", "PATCH status"]),  # changed since: read, check
+    ("delete", ["PUT secrets", "GET secrets", "POST secrets", "PATCH status"]),  # deleted by hand: created
+])
+def test_a_known_secret_is_replaced_without_a_read(meddle: str | None, expected: list[str]) -> None:
+    api, cr, known = issued_with_known()
+    assert known is not None and known.name == "app-aws"
+    if meddle == "replace":
+        api._store(api.secrets[("team", "app-aws")])
+    elif meddle == "delete":
+        del api.secrets[("team", "app-aws")]
+    api.requests.clear()
+    issuer, events = Issuer(), Events()
+    issuer.issued = 1
+    result = run_pass(make(api, issuer, events), _rotate(cr), known=known)
+    assert api.requests == expected
+    secret = api.secrets[("team", "app-aws")]
+    assert secret["metadata"]["annotations"]["vaultsts.io/access-key-id"] == "ASIA2"
+    assert result.secret.resource_version == secret["metadata"]["resourceVersion"]
+
+
+def test_a_known_secret_of_another_owner_is_not_overwritten() -> None:
+    api, cr, known = issued_with_known()
+    api.secrets[("team", "app-aws")] = copy.deepcopy(FOREIGN)  # replaced by someone else meanwhile
+    result = run_pass(make(api, Issuer(), Events()), _rotate(cr), known=known)
+    assert api.secrets[("team", "app-aws")] == FOREIGN
+    assert result.failures == 1 and api.status["conditions"][-1]["reason"] == "SecretConflict"
+
+
+def test_a_pass_that_is_not_due_asks_nothing() -> None:
+    api, cr, known = issued_with_known()
+    api.requests.clear()
+    result = run_pass(make(api, Issuer(), Events()), cr, known=known)
+    assert api.requests == []
+    assert result.secret == known and result.failures == 0

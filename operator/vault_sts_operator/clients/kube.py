@@ -49,13 +49,13 @@ class KubeGateway:
             raise KubernetesError(f"creating Secret {meta['namespace']}/{meta['name']}: {exc}") from None
 
     async def replace_secret(self, manifest: dict[str, Any], resource_version: str) -> dict[str, Any] | None:
-        """Replace the whole Secret if it is still at `resource_version`; None on a conflict (409)."""
+        """Replace the whole Secret if it is still at `resource_version`; None on a conflict (409) or if gone."""
         meta = {**manifest["metadata"], "resourceVersion": resource_version}
         try:
             return await self.rest.request("PUT", _secret_path(meta["namespace"], meta["name"]),
                                      {**manifest, "metadata": meta})
         except ApiError as exc:
-            if exc.status == 409:
+            if exc.status in (404, 409):  # gone, or changed since that version
                 return None
             raise KubernetesError(f"replacing Secret {meta['namespace']}/{meta['name']}: {exc}") from None
 

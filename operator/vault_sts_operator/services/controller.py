@@ -33,7 +33,12 @@ from vault_sts_operator.api.conditions import find_condition
 from vault_sts_operator.api.timefmt import parse_time
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.domain.errors import IssuingError
-from vault_sts_operator.services.reconciler import MAX_SLEEP_SECONDS, CredentialReconciler, IdentityResolver
+from vault_sts_operator.services.reconciler import (
+    MAX_SLEEP_SECONDS,
+    CredentialReconciler,
+    IdentityResolver,
+    KnownSecret,
+)
 from vault_sts_operator.services.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -48,13 +53,14 @@ PEERING_POLL_SECONDS = 5.0
 class _Cached:
     """One CR as the watch last showed it (plus the status our own passes wrote since)."""
 
-    __slots__ = ("fingerprint", "fresh", "identity", "raw")
+    __slots__ = ("fingerprint", "fresh", "identity", "raw", "secret")
 
     def __init__(self, raw: bytes, identity: str, fingerprint: tuple[object, ...], fresh: bool) -> None:
         self.raw = raw
         self.identity = identity
         self.fingerprint = fingerprint
         self.fresh = fresh  # no Secret issued for it yet, as far as its status tells
+        self.secret: KnownSecret | None = None  # the Secret as this process last wrote or read it
 
 
 def fingerprint(body: Mapping[str, Any]) -> tuple[object, ...]:
@@ -173,8 +179,10 @@ class CredentialController:
             return
         renew_at = scheduled_renewal(compact)
         fresh = not compact["status"].get("accessKeyId") and not compact["status"].get("secretName")
-        self._objects[key] = _Cached(json.dumps(compact, separators=(",", ":")).encode(), identity, print_,
-                                     fresh=fresh)
+        replacement = _Cached(json.dumps(compact, separators=(",", ":")).encode(), identity, print_, fresh=fresh)
+        if old is not None and old.fingerprint[0] == print_[0]:  # same object (uid): its Secret is still known
+            replacement.secret = old.secret
+        self._objects[key] = replacement
         self._failures.pop(key, None)
         if old is None and renew_at is not None:
             delay = (renew_at - self._clock()).total_seconds()
@@ -218,13 +226,14 @@ class CredentialController:
             return None if cached is None else 1.0
         body = json.loads(cached.raw)
         result = await self._reconciler.reconcile(body, self.resolve, self._failures.get(key, 0),
-                                                  secret_absent=cached.fresh)
+                                                  secret_absent=cached.fresh, known=cached.secret)
         current = self._objects.get(key)
         if result.gone:
             self.forget(key)
         if current is None or result.gone:  # deleted during the pass (or before it, unseen)
             return None
         current.fresh = False
+        current.secret = result.secret
         if result.status:  # keep what this pass wrote until the watch brings it
             merged = json.loads(current.raw)
             merged["status"] = {**merged.get("status", {}), **result.status}

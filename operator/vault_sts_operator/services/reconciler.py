@@ -46,6 +46,17 @@ class PassResult:
     failures: int  # consecutive failures, for the next pass's backoff
     status: dict[str, Any] | None = None  # the status fields this pass wrote (None: none)
     gone: bool = False  # the CR no longer exists (deleted while the watch was away): stop scheduling it
+    secret: KnownSecret | None = None  # for the next pass
+
+
+@dataclass(frozen=True)
+class KnownSecret:
+    """The Secret a pass last wrote or read for a CR: enough to decide, and to replace it at its version
+    without reading it again (a changed or vanished Secret makes the replace fail; it is then read)."""
+
+    name: str
+    resource_version: str
+    record: IssuedRecord
 
 
 class _CredentialGone(Exception):
@@ -71,10 +82,14 @@ class CredentialReconciler:
         self._clock = clock
 
     async def reconcile(self, body: Mapping[str, Any], resolve: IdentityResolver, failures: int, *,
-                        secret_absent: bool = False) -> PassResult:
-        """One pass. `secret_absent`: the caller knows no Secret was issued for this CR yet (a new CR
-        with an empty status), so in session mode the Secret is created without reading it first (a
-        Secret found by the create is then read and checked as usual)."""
+                        secret_absent: bool = False, known: KnownSecret | None = None) -> PassResult:
+        """One pass.
+
+        `secret_absent`: the caller knows no Secret was issued for this CR yet (a new CR with an empty
+        status), so in session mode the Secret is created without reading it first (a Secret found by
+        the create is then read and checked as usual). `known`: what the previous pass of this process
+        wrote or read; the pass decides from it and replaces at its version without a read.
+        """
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         status = dict(body.get("status") or {})
@@ -85,15 +100,26 @@ class CredentialReconciler:
             # Skipping the read is only for session mode: should a Secret be there after all, the pass has
             # spent an AssumeRole on the shared session, never a TOTP code of its own (mfa: direct).
             skip_read = secret_absent and spec.mfa_mode == "session"
-            current = None if skip_read else await self._writer.read(spec, str(meta.get("uid")))
-            record = read_issued_record(((current or {}).get("metadata") or {}).get("annotations"))
+            verified = True
+            current: dict[str, Any] | None
+            record: IssuedRecord | None
+            if known is not None and known.name == spec.target.secret_name:
+                current, record = {"metadata": {"resourceVersion": known.resource_version}}, known.record
+                verified = False
+            else:
+                known = None
+                current = None if skip_read else await self._writer.read(spec, str(meta.get("uid")))
+                record = read_issued_record(((current or {}).get("metadata") or {}).get("annotations"))
+                if current is not None and record is not None:
+                    known = KnownSecret(spec.target.secret_name, str(current["metadata"]["resourceVersion"]), record)
             rotate_request = str((meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION, ""))
             decision = decide(now=self._clock(), record=record, spec_hash=spec.issuance_hash(),
                               rotate_request=rotate_request, renew_before=spec.renew_before,
                               jitter_key=f"{namespace}/{name}")
             written: dict[str, Any] | None
             if decision.issue_now:
-                record, written = await self._issue(body, spec, identity, current, record, decision, rotate_request)
+                record, written, known = await self._issue(body, spec, identity, current, verified, record, decision,
+                                                           rotate_request)
             else:
                 assert record is not None  # decide() issues when there is no record
                 written = await self._report_current(body, spec, record, status)
@@ -102,7 +128,7 @@ class CredentialReconciler:
                 (record.expiration - self._clock()).total_seconds())
             metrics.EXPIRATION_TIMESTAMP.labels(namespace=namespace, name=name).set(record.expiration.timestamp())
             return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), MAX_SLEEP_SECONDS),
-                              failures=0, status=written)
+                              failures=0, status=written, secret=known)
         except _CredentialGone:
             log.info("%s/%s no longer exists; forgetting it", namespace, name)
             return PassResult(MAX_SLEEP_SECONDS, failures=0, gone=True)
@@ -130,15 +156,17 @@ class CredentialReconciler:
         return record_renewal_time(record, renew_before=spec.renew_before, jitter_key=f"{spec.namespace}/{spec.name}")
 
     async def _issue(self, body: Mapping[str, Any], spec: CredentialSpec, identity: IdentitySpec,
-                     current: dict[str, Any] | None, previous: IssuedRecord | None, decision: Decision,
-                     rotate_request: str) -> tuple[IssuedRecord, dict[str, Any]]:
+                     current: dict[str, Any] | None, verified: bool, previous: IssuedRecord | None,
+                     decision: Decision, rotate_request: str) -> tuple[IssuedRecord, dict[str, Any], KnownSecret]:
         meta = body["metadata"]
         creds = await self._issuer.issue(identity, spec)
         issued_at = self._clock()
         record = IssuedRecord(issued_at=issued_at, expiration=creds.expiration, spec_hash=spec.issuance_hash(),
                               rotate_request=rotate_request, access_key_id=creds.access_key_id,
                               assumed_role_arn=creds.assumed_role_arn)
-        await self._writer.write(spec=spec, owner_uid=str(meta["uid"]), creds=creds, record=record, current=current)
+        secret = await self._writer.write(spec=spec, owner_uid=str(meta["uid"]), creds=creds, record=record,
+                                          current=current, verified=verified)
+        known = KnownSecret(spec.target.secret_name, str(secret["metadata"]["resourceVersion"]), record)
         status = dict(body.get("status") or {})
         old_secret = status.get("secretName")
         if old_secret and old_secret != spec.target.secret_name:
@@ -153,7 +181,7 @@ class CredentialReconciler:
         log.info("%s/%s: %s", spec.namespace, spec.name, message)
         if previous is not None:  # a rotation, not a first issue: consumers hold old credentials
             self._restart_consumers(body, spec)
-        return record, written
+        return record, written, known
 
     async def _report_current(self, body: Mapping[str, Any], spec: CredentialSpec, record: IssuedRecord,
                               status: dict[str, Any]) -> dict[str, Any] | None:

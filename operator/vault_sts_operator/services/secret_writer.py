@@ -39,24 +39,30 @@ class SecretWriter:
         return secret
 
     async def write(self, *, spec: CredentialSpec, owner_uid: str, creds: TemporaryCredentials,
-                    record: IssuedRecord, current: dict[str, Any] | None) -> None:
-        """Create the Secret, or replace `current` (only at its resourceVersion).
+                    record: IssuedRecord, current: dict[str, Any] | None, verified: bool = True) -> dict[str, Any]:
+        """Create the Secret, or replace `current` (only at its resourceVersion); returns what was written.
 
         A create that finds a Secret of that name (the caller did not read it first, or it appeared
-        meanwhile) reads it, checks it is ours, and replaces it once.
+        meanwhile) reads it, checks it is ours, and replaces it once. `verified=False`: `current` is
+        what this process last wrote, not a fresh read; if the Secret changed or vanished since, it
+        is read, checked and written once more.
         """
         manifest = build_secret(spec=spec, owner_uid=owner_uid, creds=creds, record=record)
         written = None
         if current is None:
             written = await self._kube.create_secret(manifest)
             if written is None:
-                current = await self.read(spec, owner_uid)
+                current, verified = await self.read(spec, owner_uid), True
         if written is None and current is not None:
-            version = str(current["metadata"]["resourceVersion"])
-            written = await self._kube.replace_secret(manifest, version)
+            written = await self._kube.replace_secret(manifest, str(current["metadata"]["resourceVersion"]))
+            if written is None and not verified:
+                current = await self.read(spec, owner_uid)
+                written = await (self._kube.create_secret(manifest) if current is None else
+                                 self._kube.replace_secret(manifest, str(current["metadata"]["resourceVersion"])))
         if written is None:
             raise KubernetesError(f"Secret {spec.namespace}/{spec.target.secret_name} changed while it was "
                                   "being written; will retry")
+        return written
 
     async def delete_previous(self, namespace: str, name: str, owner_uid: str) -> None:
         """Delete a Secret this CR wrote under a former target.secretName."""
