@@ -33,6 +33,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = config.worker_threads
+    # kopf keeps a task and a queue per object for `idle_timeout` after its last event (5 s by default):
+    # ten thousand CRs applied at once would hold ten thousand of each. Our only credential handler
+    # returns at once (it enqueues on the scheduler), so a short idle time keeps just the busy few.
+    settings.queueing.idle_timeout = 0.5
     if config.peering_name:
         # kopf pauses every operator that sees a live peer of the same priority (kopf >= 1.29), so replicas
         # that all keep the default priority 0 all pause and none works. A random priority per instance keeps
