@@ -34,7 +34,6 @@ from vault_sts_operator.api.timefmt import parse_time
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.domain.errors import IssuingError
 from vault_sts_operator.services.reconciler import (
-    MAX_SLEEP_SECONDS,
     CredentialReconciler,
     IdentityResolver,
     KnownSecret,
@@ -185,8 +184,8 @@ class CredentialController:
         self._objects[key] = replacement
         self._failures.pop(key, None)
         if old is None and renew_at is not None:
-            delay = (renew_at - self._clock()).total_seconds()
-            self.scheduler.schedule(key, min(delay, MAX_SLEEP_SECONDS))
+            # Exactly at the renewal time, not capped like a pass's own sleep: until then nothing is read.
+            self.scheduler.schedule(key, (renew_at - self._clock()).total_seconds())
         else:
             self.scheduler.wake(key)
 

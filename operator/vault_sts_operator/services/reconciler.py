@@ -32,7 +32,9 @@ from vault_sts_operator.services.secret_writer import SecretWriter
 log = logging.getLogger(__name__)
 
 IdentityResolver = Callable[[str], IdentitySpec]
-# Never sleep longer than this, so the loop also notices a Secret deleted by hand.
+# A credential re-decides at least this often (a pass that is not due asks the API server nothing when
+# it knows the Secret it wrote). A Secret changed or deleted by hand is repaired at its next issue, or
+# at once when a watch calls the controller's wake().
 MAX_SLEEP_SECONDS = 3600.0
 
 
