@@ -231,6 +231,8 @@ class CredentialController:
             self.forget(key)
         if current is None or result.gone:  # deleted during the pass (or before it, unseen)
             return None
+        if current.fingerprint[0] != cached.fingerprint[0]:  # deleted and created again meanwhile: start over
+            return 0.0
         current.fresh = False
         current.secret = result.secret
         if result.status:  # keep what this pass wrote until the watch brings it
