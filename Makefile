@@ -48,6 +48,7 @@ check-image: $(STAMP)  ## lint the Dockerfile and run its install steps in a fre
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean: stack-down
 	rm -rf .stack

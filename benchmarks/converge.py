@@ -111,6 +111,11 @@ class ProcSampler:
                     values[key] = int(rest.split()[0])
         return values
 
+    def retarget(self, pid: int) -> None:
+        """Follow a restarted operator (the peak so far is kept)."""
+        self.peak_mb()
+        self.pid = pid
+
     def rss_mb(self) -> float:
         return self._status().get("VmRSS", 0) / 1024
 
@@ -128,10 +133,8 @@ class ProcSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
+            with contextlib.suppress(OSError):  # between a stop and a start when the operator restarts
                 self.peak_rss_kb = max(self.peak_rss_kb, self._status().get("VmRSS", 0))
-            except OSError:
-                return
 
     def start(self) -> None:
         self._thread.start()
@@ -201,6 +204,76 @@ class Counts:
         }
 
 
+FLOW_SCHEMA = "vso-bench-operator"
+
+
+def install_flow_schema(stack: StackEnv) -> None:
+    """A FlowSchema that matches only the operator's ServiceAccount: the apiserver then counts the
+    operator's own requests (apiserver_flowcontrol_dispatched_requests_total{flow_schema=...}),
+    apart from the benchmark's creates, lists and watches (apiserver_request_total has no user label)."""
+    import yaml
+
+    manifest = {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
+        "metadata": {"name": FLOW_SCHEMA},
+        "spec": {
+            "matchingPrecedence": 500,
+            "priorityLevelConfiguration": {"name": "workload-high"},
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [{
+                "subjects": [{"kind": "ServiceAccount",
+                              "serviceAccount": {"name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}}],
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "clusterScope": True,
+                                   "namespaces": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            }],
+        },
+    }
+    path = stack.stack_dir / "bench-flowschema.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    run_tool(stack, "kubectl", "apply", "-f", str(path))
+
+
+def create_only(stack: StackEnv, count: int, threads: int, run_id: str) -> float:
+    """Seconds to create `count` CRs with no operator running (what the apiserver alone takes)."""
+    from kubernetes import client
+
+    namespace = f"bench-{run_id}-createonly"
+    api = stack.api_client()
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": namespace, "labels": {"vaultsts.io/benchmark": "converge"}}})
+    local = threading.local()
+
+    def create(name: str) -> None:
+        if not hasattr(local, "custom"):
+            local.api = stack.api_client()
+            local.custom = client.CustomObjectsApi(local.api)
+        manifest = assumed_role_credential(namespace, name, "create-only", "arn:aws:iam::000000000000:role/none",
+                                           target={"secretName": f"{name}-aws"})
+        local.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, ARC, manifest,
+                                                     _preload_content=False)
+
+    started = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="create-only") as pool:
+        list(pool.map(create, [f"cred-{i:05d}" for i in range(count)]))
+    took = time.time() - started
+    log(f"create-only: {count} CRs in {took:.1f}s with no operator running")
+    core.delete_namespace(namespace)
+    deadline = time.monotonic() + 600
+    from kubernetes.client.exceptions import ApiException
+
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                break
+            raise
+        time.sleep(1.0)
+    api.close()
+    return took
+
+
 class Cluster:
     def __init__(self, stack: StackEnv, operator: OperatorProcess) -> None:
         from kubernetes import client
@@ -216,10 +289,16 @@ class Cluster:
         self.api.close()
 
     def apiserver_requests(self) -> dict[str, float]:
-        """apiserver_request_total by "verb resource[/subresource]" for the operator's resources."""
+        """apiserver_request_total by "verb resource[/subresource]" for the operator's resources;
+        "operator" (the FlowSchema's count) holds every request made by the operator's ServiceAccount."""
         response = self.api.rest_client.request("GET", f"{self.api.configuration.host}/metrics")
         text = response.read().decode()
         out: dict[str, float] = {}
+        flow = re.compile(r'^apiserver_flowcontrol_dispatched_requests_total\{(.*)\} (\S+)$')
+        for line in text.splitlines():
+            match = flow.match(line)
+            if match and f'flow_schema="{FLOW_SCHEMA}"' in match.group(1):
+                out["operator"] = out.get("operator", 0.0) + float(match.group(2))
         pattern = re.compile(r"^apiserver_request_total\{(.*)\} (\S+)$")
         for line in text.splitlines():
             match = pattern.match(line)
@@ -245,6 +324,17 @@ class Cluster:
             failures=prometheus_by_label(metrics, "vault_sts_operator_failures_total", "reason"),
             api_requests=self.apiserver_requests(),
         )
+
+    def scheduled(self) -> float | None:
+        """The operator's count of credentials on its scheduler (None: an operator without the gauge)."""
+        try:
+            text = self.operator.metrics_text()
+        except Exception:
+            return None
+        for line in text.splitlines():
+            if line.startswith("vault_sts_operator_credentials_scheduled "):
+                return float(line.split()[1])
+        return None
 
     def namespace(self, name: str) -> None:
         self.core.create_namespace({"metadata": {"name": name, "labels": {"vaultsts.io/benchmark": "converge"}}})
@@ -532,6 +622,9 @@ class Bench:
             "api_requests": {k: round(v) for k, v in sorted(delta["api_requests"].items())},
             "failures": delta["failures"],
             "operator_cpu_s": round(cpu1 - cpu0, 2),
+            "operator_cpu_ms_per_cr": round(1000 * (cpu1 - cpu0) / count, 2),
+            "operator_api_requests_per_cr": (round(delta["api_requests"]["operator"] / count, 2)
+                                             if "operator" in delta["api_requests"] else None),
             "operator_rss_mb_after": round(self.sampler.rss_mb(), 1),
             # CPU seconds per process from the first apply until all were Ready (2 cores: 2 s per second).
             "cpu_s_by_process": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in sorted(cpu_after)},
@@ -541,6 +634,8 @@ class Bench:
             result.update(self.idle_phase())
         if warm:
             result["warm"] = self.warm_phase(identity, warm)
+        if self.args.restart and suffix == "main":
+            result.update(self.restart_phase(identity, count))
         log(f"phase {suffix}: deleting namespace {namespace}")
         result["cleanup_s"] = round(self.cluster.delete_namespace(namespace), 1)
         self.cluster.delete_identity(identity.name)
@@ -560,6 +655,78 @@ class Bench:
             "idle_window_s": round(t1 - t0, 1),
             "idle_api_requests": {k: round(v) for k, v in sorted(delta["api_requests"].items())},
         }
+
+    def restart_phase(self, identity: SeededIdentity, count: int) -> dict[str, Any]:
+        """Restart the operator with every Secret valid: how long until each CR is back on schedule,
+        and what it costs (STS calls, TOTP codes, API requests)."""
+        before = self.cluster.counts()
+        log("restart: stopping the operator")
+        self.operator.stop()
+        started = time.monotonic()
+        self.operator.start(wait=False)
+        assert self.operator.proc is not None
+        self.sampler.retarget(self.operator.proc.pid)
+        resync = None
+        deadline = started + 300
+        while time.monotonic() < deadline:
+            scheduled = self.cluster.scheduled()
+            if scheduled is not None and scheduled >= count:
+                resync = time.monotonic() - started
+                break
+            if scheduled is None and time.monotonic() - started > 30:
+                break  # an operator version without the gauge: no resync figure
+            time.sleep(0.25)
+        log(f"restart: back on schedule after {resync}s; watching {self.args.restart_settle:.0f}s more")
+        time.sleep(self.args.restart_settle)
+        delta = self.cluster.counts().minus(before)
+        result = {
+            "restart_resync_s": round(resync, 2) if resync is not None else None,
+            "restart_sts_calls": sum(delta["sts_calls"].values()),
+            "restart_totp_codes_used": delta["codes_by_serial"].get(identity.mfa_serial, 0),
+            "restart_api_requests": {k: round(v) for k, v in sorted(delta["api_requests"].items())},
+            "restart_rss_mb": round(self.sampler.rss_mb(), 1),
+        }
+        log(f"restart: {json.dumps(result)}")
+        return result
+
+    def soak(self, count: int, minutes: float) -> dict[str, Any]:
+        """`count` CRs that rotate about once a minute for `minutes`: does the operator's memory grow?"""
+        identity = self.seed("soak")
+        namespace = self.ns("soak")
+        self.cluster.namespace(namespace)
+        before = self.cluster.counts()
+        log(f"soak: {count} CRs rotating every ~1 min for {minutes:.0f} min")
+        spec = {"durationSeconds": 900, "renewBefore": "14m"}
+        for i in range(count):
+            name = f"soak-{i:04d}"
+            self.cluster.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, ARC,
+                assumed_role_credential(namespace, name, identity.name, identity.role_arns[0],
+                                        target={"secretName": f"{name}-aws"}, **spec))
+        warmup = min(5.0, minutes / 3) * 60
+        time.sleep(warmup)
+        rss_start = self.sampler.rss_mb()
+        samples = [rss_start]
+        end = time.monotonic() + minutes * 60 - warmup
+        while time.monotonic() < end:
+            time.sleep(30)
+            samples.append(self.sampler.rss_mb())
+        delta = self.cluster.counts().minus(before)
+        result = {
+            "soak_minutes": minutes,
+            "soak_crs": count,
+            "soak_rss_start_mb": round(rss_start, 1),
+            "soak_rss_end_mb": round(samples[-1], 1),
+            "soak_rss_growth_mb": round(samples[-1] - rss_start, 1),
+            "soak_rss_max_mb": round(max(samples), 1),
+            "soak_rotations": delta["sts_calls"].get("AssumeRole", 0),
+            "soak_totp_codes_used": delta["codes_by_serial"].get(identity.mfa_serial, 0),
+            "soak_failures": delta["failures"],
+        }
+        log(f"soak: {json.dumps(result)}")
+        self.cluster.delete_namespace(namespace)
+        self.cluster.delete_identity(identity.name)
+        return result
 
     def warm_phase(self, identity: SeededIdentity, count: int) -> dict[str, Any]:
         namespace = self.ns("warm")
@@ -696,6 +863,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run the operator from the development venv (which also holds the kubernetes client "
                              "that kopf then imports) instead of an image-like runtime venv")
     parser.add_argument("--keep-stack", action="store_true", help="leave a stack this run started running")
+    parser.add_argument("--no-create-only", dest="create_only", action="store_false",
+                        help="skip creating the N CRs with no operator running (create_only_s)")
+    parser.add_argument("--no-restart", dest="restart", action="store_false",
+                        help="skip restarting the operator with every Secret valid (restart_resync_s)")
+    parser.add_argument("--restart-settle", type=float, default=20.0,
+                        help="seconds to keep counting STS calls after the restarted operator is back on schedule")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES",
+                        help="soak mode: CRs rotating every ~1 min for MINUTES (soak_rss_growth_mb); 30 for the target")
+    parser.add_argument("--soak-crs", type=int, default=50, help="CRs in the soak")
     return parser.parse_args(argv)
 
 
@@ -745,6 +921,10 @@ def operator_running(args: argparse.Namespace, stack: StackEnv) -> Iterator[Oper
 
 def run(args: argparse.Namespace, stack: StackEnv) -> int:
     install_crds_and_chart(stack)
+    install_flow_schema(stack)
+    create_only_s = None
+    if args.create_only and not args.soak:
+        create_only_s = round(create_only(stack, args.crs, args.apply_threads, uuid.uuid4().hex[:6]), 3)
     with operator_running(args, stack) as operator:
         assert operator.proc is not None
         pid = operator.proc.pid
@@ -755,6 +935,14 @@ def run(args: argparse.Namespace, stack: StackEnv) -> int:
         info = {"machine": machine_info(), "versions": versions(cluster)}
         log(f"operator pid {pid} (log {operator.log_file}); run id {bench.run_id}; "
             f"startup RSS {sampler.rss_mb():.1f} MB")
+        if args.soak:
+            try:
+                soaked = bench.soak(args.soak_crs, args.soak)
+            finally:
+                sampler.stop()
+                cluster.close()
+            print(json.dumps({**soaked, "operator_peak_rss_mb": round(sampler.peak_mb(), 1), **info}))
+            return 0
         try:
             ours = bench.session_run("main", args.crs, idle=True, warm=args.warm_crs)
             sizes_done = {args.crs: ours["all_ready_s"]}
@@ -796,6 +984,13 @@ def run(args: argparse.Namespace, stack: StackEnv) -> int:
             "operator_args": args.operator_arg,
             "operator_env": args.operator_env,
             **info,
+            "create_only_s": create_only_s,
+            "all_ready_over_create_only": (round(ours["all_ready_s"] / create_only_s, 2)
+                                           if create_only_s and ours.get("all_ready_s") else None),
+            "operator_cpu_ms_per_cr": ours.get("operator_cpu_ms_per_cr"),
+            "operator_api_requests_per_cr": ours.get("operator_api_requests_per_cr"),
+            "restart_resync_s": ours.get("restart_resync_s"),
+            "restart_sts_calls": ours.get("restart_sts_calls"),
         }
         if args.plot:
             plot(args.plot, {k: v for k, v in sizes_done.items() if v}, base, info)

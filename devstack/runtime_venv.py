@@ -27,7 +27,10 @@ def _cache_root() -> Path:
 def ensure_runtime_venv() -> Path:
     """The runtime venv's python, with this checkout's operator installed."""
     locks = b"".join((REPO_ROOT / "requirements" / f).read_bytes() for f in ("operator.lock", "build.lock"))
-    root = _cache_root() / f"runtime-venv-{hashlib.sha256(locks).hexdigest()[:12]}"
+    # One venv per checkout as well as per lock: engineers sharing a machine each reinstall their
+    # own operator wheel, which must not replace another checkout's under a running benchmark.
+    key = hashlib.sha256(locks + str(REPO_ROOT).encode()).hexdigest()[:12]
+    root = _cache_root() / f"runtime-venv-{key}"
     venv, build_venv = root / "venv", root / "build"
     if not (venv / "bin" / "python").exists():
         shutil.rmtree(root, ignore_errors=True)

@@ -1,30 +1,42 @@
-"""Builds the services once, at startup, from the operator's config."""
+"""Builds the services once, at startup, from the operator's config (the composition root)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
 
 from vault_sts_operator.api.specs import IdentitySpec
 from vault_sts_operator.api.timefmt import format_time
+from vault_sts_operator.clients import kube_rest
 from vault_sts_operator.clients.kube import KubeGateway
-from vault_sts_operator.clients.kube_rest import KubeRest
+from vault_sts_operator.clients.kube_rest import KubeRest, default_login
 from vault_sts_operator.clients.leases import LeaseStepStore
 from vault_sts_operator.clients.sts import StsGateway
 from vault_sts_operator.clients.vault_factory import VaultSessionFactory
 from vault_sts_operator.config import OperatorConfig
 from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.services.controller import CredentialController
 from vault_sts_operator.services.issuer import CredentialIssuer
+from vault_sts_operator.services.limiter import BlockingCalls
 from vault_sts_operator.services.mfa_device import MfaDeviceGuard
-from vault_sts_operator.services.reconciler import CredentialReconciler, EventSink
+from vault_sts_operator.services.mfa_sessions import KvSessionProvider, MfaSessionCache, VaultAwsSessionProvider
+from vault_sts_operator.services.reconciler import CredentialReconciler
 from vault_sts_operator.services.restarts import RolloutRestarter
 from vault_sts_operator.services.secret_writer import SecretWriter
-from vault_sts_operator.services.wakeups import Wakeups
+from vault_sts_operator.services.verifier import IdentityVerifier
 
 log = logging.getLogger(__name__)
+
+
+def kube_login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """The login kopf's watches and the operator's own client share (handlers know no client)."""
+    return kube_rest.login(settings)
 
 
 @dataclass
@@ -34,30 +46,43 @@ class Services:
     vault: VaultSessionFactory
     issuer: CredentialIssuer
     reconciler: CredentialReconciler
-    wakeups: Wakeups
-    # Bounds the passes in flight: a thousand CRs applied at once are issued in waves, which
-    # keeps the memory of in-flight requests (and the heap it leaves behind) small.
-    passes: asyncio.Semaphore
+    verifier: IdentityVerifier
+    controller: CredentialController
 
 
-def build_services(config: OperatorConfig, rest: KubeRest, events: EventSink) -> Services:
+def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> Services:
+    """Call inside the running event loop (the Kubernetes client's session belongs to it)."""
+    rest = KubeRest(default_login(settings), pool_size=config.max_concurrent_passes * 2)
     kube = KubeGateway(rest)
     vault = VaultSessionFactory(kube, sa_token_file=config.vault_sa_token_file)
     devices = MfaDeviceGuard(LeaseStepStore(rest, namespace=config.lease_namespace, holder=config.instance_id))
+    sts = StsGateway(max_pool=config.sts_concurrency * 2)
+    calls = BlockingCalls(config.sts_concurrency)
 
-    def record_session(identity: IdentitySpec, creds: TemporaryCredentials) -> None:
+    async def record_session(identity: IdentitySpec, creds: TemporaryCredentials) -> None:
         try:
-            kube.patch_identity_status(identity.name, {"sessionExpiration": format_time(creds.expiration),
-                                                       "sessionCreated": format_time(datetime.now(UTC))})
+            await kube.patch_identity_status(identity.name, {"sessionExpiration": format_time(creds.expiration),
+                                                             "sessionCreated": format_time(datetime.now(UTC))})
         except IssuingError as exc:
             log.warning("could not record the MFA session on MFAIdentity %s: %s", identity.name, exc.message)
 
-    issuer = CredentialIssuer(vault=vault, sts=StsGateway(max_pool=config.sts_concurrency * 2), devices=devices,
-                              sts_concurrency=config.sts_concurrency, on_session=record_session)
+    async def post_event(body: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        try:
+            await kube.post_event(body, type_=type_, reason=reason, message=message, now=datetime.now(UTC))
+        except IssuingError as exc:  # an Event is a courtesy: the status already says the same
+            log.warning("%s", exc.message)
+
+    sessions = MfaSessionCache(kv=KvSessionProvider(vault=vault, sts=sts, devices=devices, calls=calls),
+                               vault_aws=VaultAwsSessionProvider(vault=vault, devices=devices),
+                               on_session=record_session)
+    issuer = CredentialIssuer(vault=vault, sts=sts, devices=devices, sessions=sessions, calls=calls)
     reconciler = CredentialReconciler(
-        kube=kube, issuer=issuer, writer=SecretWriter(kube), events=events,
+        kube=kube, issuer=issuer, writer=SecretWriter(kube), events=post_event,
         restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds),
         rotate_min_interval=timedelta(seconds=config.rotate_min_interval_seconds),
         max_sleep_seconds=config.secret_check_seconds)
-    return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, wakeups=Wakeups(),
-                    passes=asyncio.Semaphore(config.max_concurrent_passes))
+    controller = CredentialController(reconciler=reconciler, kube=kube, workers=config.max_concurrent_passes)
+    verifier = IdentityVerifier(vault=vault, kube=kube, default_vault=config.default_vault,
+                                operator_namespace=config.lease_namespace, rules=config.connection_rules)
+    return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, verifier=verifier,
+                    controller=controller)

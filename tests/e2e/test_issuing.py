@@ -147,7 +147,7 @@ def test_rotation_before_expiry_then_restart_does_not_reissue(stack, kube, team,
     kube.delete_credential(team, "short")
     issued_at = kube.credential(team, "steady")["status"]["issuedAt"]
     operator.restart()
-    # The restarted daemon reads the Secret's issue record, reports it and sleeps: nothing is issued.
+    # The restarted operator schedules it from status.renewalTime: nothing is read or issued.
     time.sleep(8)
     since_restart = operator.log_text().split("==== start #")[-1]
     assert "into Secret steady" not in since_restart
@@ -162,3 +162,25 @@ def test_deleting_the_credential_deletes_its_secret(stack, kube, team, identity,
     issued.add_secret(kube.secret(team, "gone"))
     kube.delete_credential(team, "gone")
     wait_for("garbage collection of the Secret", lambda: kube.secret(team, "gone") is None, timeout=60)
+
+
+def test_no_finalizer_and_a_legacy_one_is_removed(stack, kube, team, identity, issued):
+    """No finalizer on new CRs; one left by an operator version with a daemon per CR is removed, so
+    such a CR can still be deleted (its Secret goes by owner reference)."""
+    kube.create_credential(assumed_role_credential(team, "fresh", identity.name, identity.role_arns[0]))
+    assert not kube.wait_ready(team, "fresh")["metadata"].get("finalizers")
+    legacy = assumed_role_credential(team, "legacy", identity.name, identity.role_arns[0])
+    legacy["metadata"]["finalizers"] = ["vaultsts.io/kopf-finalizer"]
+    kube.create_credential(legacy)
+    kube.wait_ready(team, "legacy")
+    issued.add_secret(kube.secret(team, "legacy"))
+    wait_for("the legacy finalizer removed",
+             lambda: not kube.credential(team, "legacy")["metadata"].get("finalizers"), timeout=30)
+    kube.delete_credential(team, "legacy")
+
+    def names() -> set[str]:
+        listed = kube.custom.list_namespaced_custom_object("vaultsts.io", "v1alpha1", team, "assumedrolecredentials")
+        return {c["metadata"]["name"] for c in listed["items"]}
+
+    wait_for("the CR deleted", lambda: "legacy" not in names(), timeout=30)
+    wait_for("garbage collection of its Secret", lambda: kube.secret(team, "legacy") is None, timeout=60)

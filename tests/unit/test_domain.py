@@ -3,11 +3,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from vault_sts_operator.domain import allowlist
-from vault_sts_operator.domain.decisions import IssuedRecord, Trigger, decide, read_issued_record
+from vault_sts_operator.domain.decisions import IssuedRecord, Trigger, decide
 from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.renewal import backoff_delay, renewal_time, unit_jitter
 from vault_sts_operator.domain.session_name import default_session_name
 from vault_sts_operator.domain.totp import seconds_until_next_step, step_of_fetch, time_step
+from vault_sts_operator.outputs.issued_record import read_issued_record, record_annotations
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -114,7 +115,7 @@ def record(**kw):
 
 def test_record_round_trips_through_annotations():
     rec = record(rotate_request="r1")
-    assert read_issued_record(rec.annotations()) == rec
+    assert read_issued_record(record_annotations(rec)) == rec
     assert read_issued_record({}) is None
     assert read_issued_record({"vaultsts.io/issued-at": "garbage", "vaultsts.io/expiration": "x"}) is None
 

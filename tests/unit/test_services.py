@@ -143,6 +143,13 @@ def creds(expires_in: timedelta, key: str = "ASIA1") -> TemporaryCredentials:
                                 expiration=datetime.now(UTC) + expires_in)
 
 
+class Provider:
+    """An MFA-session provider that creates sessions with a test function."""
+
+    def __init__(self, create):
+        self.create = create
+
+
 def test_session_single_flight():
     created = 0
 
@@ -152,7 +159,7 @@ def test_session_single_flight():
         await asyncio.sleep(0.01)
         return creds(timedelta(hours=1), key=f"ASIA{created}")
 
-    cache = MfaSessionCache(create)
+    cache = MfaSessionCache(kv=Provider(create), vault_aws=Provider(create))
 
     async def run():
         return await asyncio.gather(*(cache.get(IDENTITY) for _ in range(100)))
@@ -168,7 +175,7 @@ def test_session_renewed_near_expiry_and_after_invalidation():
     async def create(identity):
         return creds(made.pop(0), key=f"ASIA{len(made)}")
 
-    cache = MfaSessionCache(create)
+    cache = MfaSessionCache(kv=Provider(create), vault_aws=Provider(create))
 
     async def run():
         first = await cache.get(IDENTITY)  # 10 min left < 15 min margin of a 1 h session: renewed next time
@@ -255,11 +262,12 @@ def test_rollout_restarts_are_debounced():
         def __init__(self) -> None:
             self.restarts: list[tuple[str, str, str]] = []
 
-        def workload_metadata(self, kind: str, namespace: str, name: str) -> dict[str, object]:
+        async def workload_metadata(self, kind: str, namespace: str, name: str) -> dict[str, object]:
             opt_in = {"stranger": "other-cred", "db": "x, cred"}.get(name, "cred")
             return {"annotations": {"vaultsts.io/restart-on-rotation": opt_in}, "resourceVersion": "7"}
 
-        def restart_workload(self, kind: str, namespace: str, name: str, stamp: str, resource_version: str) -> None:
+        async def restart_workload(self, kind: str, namespace: str, name: str, stamp: str,
+                                   resource_version: str) -> None:
             assert resource_version == "7"
             if name == "broken":
                 raise KubernetesError("restarting Deployment ns/broken: HTTP 404")
@@ -269,8 +277,11 @@ def test_rollout_restarts_are_debounced():
     failures: list[str] = []
     restarter = RolloutRestarter(kube, debounce_seconds=0.05)  # type: ignore[arg-type]
 
+    async def report(message: str) -> None:
+        failures.append(message)
+
     def ask(kind: str, name: str) -> bool:
-        return restarter.request((kind, "ns", name), lambda t, m: failures.append(m), credential="cred")
+        return restarter.request((kind, "ns", name), report, credential="cred")
 
     async def run() -> list[bool]:
         asked = [ask("Deployment", "app") for _ in range(5)]

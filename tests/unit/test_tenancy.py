@@ -21,7 +21,7 @@ from vault_sts_operator.services.limiter import FairLock
 
 ACCOUNT = "arn:aws:iam::123456789012"
 IDENTITY = {
-    "vault": {"address": "http://127.0.0.1:8200/", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}},
+    "vault": {"address": "https://127.0.0.1:8200/", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}},
     "accessKey": {"kv": {"path": "aws/ops"}},
     "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
     "allowedNamespaces": ["team-a"],

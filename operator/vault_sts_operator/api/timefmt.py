@@ -1,14 +1,5 @@
-"""RFC 3339 timestamps, UTC, second precision, as Kubernetes writes them."""
+"""RFC 3339 timestamps (defined in domain/timefmt.py)."""
 
-from __future__ import annotations
+from vault_sts_operator.domain.timefmt import format_time, parse_time
 
-from datetime import UTC, datetime
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+__all__ = ["format_time", "parse_time"]

@@ -1,18 +1,20 @@
 """Kubernetes API access the operator needs beyond kopf's watches.
 
-Blocking calls: callers run them in a worker thread. Secrets are only ever read
-and written by name (the operator never lists or watches Secrets).
+Async calls on one aiohttp session. Secrets are only ever read and written by name
+(the operator never lists or watches Secrets).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.api.specs import SecretKeyRef
-from vault_sts_operator.clients.kube_rest import MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeRest
+from vault_sts_operator.clients.kube_rest import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.domain.errors import KubernetesError
 
 WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
@@ -28,89 +30,139 @@ class KubeGateway:
         self.rest = rest
 
     # -- Secrets (by name only: the operator never lists or watches Secrets) ------------------
-    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.rest.request("GET", _secret_path(namespace, name))
+            return await self.rest.request("GET", _secret_path(namespace, name))
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise KubernetesError(f"reading Secret {namespace}/{name}: {exc}") from None
 
-    def create_secret(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    async def create_secret(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """Create; None when a Secret of that name appeared meanwhile (409)."""
         meta = manifest["metadata"]
         try:
-            return self.rest.request("POST", _secret_path(meta["namespace"]), manifest)
+            return await self.rest.request("POST", _secret_path(meta["namespace"]), manifest)
         except ApiError as exc:
             if exc.status == 409:
                 return None
             raise KubernetesError(f"creating Secret {meta['namespace']}/{meta['name']}: {exc}") from None
 
-    def replace_secret(self, manifest: dict[str, Any], resource_version: str) -> dict[str, Any] | None:
-        """Replace the whole Secret if it is still at `resource_version`; None on a conflict (409)."""
+    async def replace_secret(self, manifest: dict[str, Any], resource_version: str) -> dict[str, Any] | None:
+        """Replace the whole Secret if it is still at `resource_version`; None on a conflict (409) or if gone."""
         meta = {**manifest["metadata"], "resourceVersion": resource_version}
         try:
-            return self.rest.request("PUT", _secret_path(meta["namespace"], meta["name"]),
+            return await self.rest.request("PUT", _secret_path(meta["namespace"], meta["name"]),
                                      {**manifest, "metadata": meta})
         except ApiError as exc:
-            if exc.status == 409:
+            if exc.status in (404, 409):  # gone, or changed since that version
                 return None
             raise KubernetesError(f"replacing Secret {meta['namespace']}/{meta['name']}: {exc}") from None
 
-    def delete_secret(self, namespace: str, name: str, uid: str) -> None:
+    async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
         """Delete only the Secret with this uid (a precondition), ignoring one already gone."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
         try:
-            self.rest.request("DELETE", _secret_path(namespace, name), body)
+            await self.rest.request("DELETE", _secret_path(namespace, name), body)
         except ApiError as exc:
             if exc.status not in (404, 409):
                 raise KubernetesError(f"deleting Secret {namespace}/{name}: {exc}") from None
 
-    def read_secret_key(self, ref: SecretKeyRef) -> str:
-        secret = self.get_secret(ref.namespace, ref.name)
+    async def read_secret_key(self, ref: SecretKeyRef) -> str:
+        secret = await self.get_secret(ref.namespace, ref.name)
         if secret is None or ref.key not in (secret.get("data") or {}):
             raise KubernetesError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}")
         return base64.b64decode(secret["data"][ref.key]).decode()
 
     # -- status of our custom resources --------------------------------------------------------
-    def patch_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        path = f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{quote(namespace)}/{c.CREDENTIAL_PLURAL}/{quote(name)}/status"
+    async def patch_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge `status` into the CR's status; False when the CR no longer exists."""
+        path = self._credential_path(namespace, name) + "/status"
         try:
-            self.rest.request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
+            await self.rest.request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
         except ApiError as exc:
-            if exc.status != 404:  # deleted meanwhile: nothing to report on
-                raise KubernetesError(f"patching status of {namespace}/{name}: {exc}") from None
+            if exc.status == 404:  # deleted meanwhile: nothing to report on
+                return False
+            raise KubernetesError(f"patching status of {namespace}/{name}: {exc}") from None
+        return True
 
-    def patch_identity_status(self, name: str, status: dict[str, Any]) -> None:
+    def _credential_path(self, namespace: str, name: str) -> str:
+        return f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{quote(namespace)}/{c.CREDENTIAL_PLURAL}/{quote(name)}"
+
+    async def remove_finalizer(self, namespace: str, name: str, finalizers: list[str], finalizer: str) -> None:
+        """Drop `finalizer` (left by an older version of the operator) if the list is still `finalizers`."""
+        patch = [{"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+                 {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != finalizer]}]
+        try:
+            await self.rest.request("PATCH", self._credential_path(namespace, name), patch, content_type=JSON_PATCH)
+        except ApiError as exc:
+            if exc.status not in (404, 409, 422):  # gone, or changed meanwhile (the next event retries)
+                raise KubernetesError(f"removing the finalizer of {namespace}/{name}: {exc}") from None
+
+    async def post_event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str,
+                         now: datetime) -> None:
+        """One core/v1 Event about a custom resource (what `kubectl describe` shows)."""
+        meta = involved.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": involved.get("apiVersion") or c.API_VERSION,
+                               "kind": involved.get("kind") or c.CREDENTIAL_KIND,
+                               "name": meta.get("name"), "namespace": namespace, "uid": meta.get("uid")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "source": {"component": "vault-sts-operator"}, "reportingComponent": "vault-sts-operator",
+        }
+        try:
+            await self.rest.request("POST", f"/api/v1/namespaces/{quote(namespace)}/events", event)
+        except ApiError as exc:
+            raise KubernetesError(f"posting Event {reason} on {namespace}/{meta.get('name')}: {exc}") from None
+
+    async def peering_status(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """The status of kopf's (Cluster)KopfPeering object `name`; None when it does not exist."""
+        path = (f"/apis/kopf.dev/v1/namespaces/{quote(namespace)}/kopfpeerings/{quote(name)}" if namespace
+                else f"/apis/kopf.dev/v1/clusterkopfpeerings/{quote(name)}")
+        try:
+            body = await self.rest.request("GET", path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise KubernetesError(f"reading peering {name}: {exc}") from None
+        return dict(body.get("status") or {})
+
+    async def patch_identity_status(self, name: str, status: dict[str, Any]) -> None:
         path = f"/apis/{c.GROUP}/{c.VERSION}/{c.IDENTITY_PLURAL}/{quote(name)}/status"
         try:
-            self.rest.request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
+            await self.rest.request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
         except ApiError as exc:
             if exc.status != 404:
                 raise KubernetesError(f"patching status of MFAIdentity {name}: {exc}") from None
 
-    def namespace_labels(self, namespace: str) -> dict[str, str]:
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
         try:
-            ns = self.rest.request("GET", f"/api/v1/namespaces/{quote(namespace)}")
+            ns = await self.rest.request("GET", f"/api/v1/namespaces/{quote(namespace)}")
         except ApiError as exc:
             raise KubernetesError(f"reading namespace {namespace}: {exc}") from None
         return dict(ns.get("metadata", {}).get("labels") or {})
 
     # -- consumers ------------------------------------------------------------------------------
-    def workload_metadata(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    async def workload_metadata(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The workload's metadata (annotations, resourceVersion), or None when it does not exist."""
         plural = WORKLOAD_PLURALS.get(kind)
         if plural is None:
             raise KubernetesError(f"rolloutRestartTargets: unsupported kind {kind!r}")
         try:
-            body = self.rest.request("GET", f"/apis/apps/v1/namespaces/{quote(namespace)}/{plural}/{quote(name)}")
+            body = await self.rest.request("GET", f"/apis/apps/v1/namespaces/{quote(namespace)}/{plural}/{quote(name)}")
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise KubernetesError(f"reading {kind} {namespace}/{name}: {exc}") from None
         return dict(body.get("metadata") or {})
 
-    def restart_workload(self, kind: str, namespace: str, name: str, stamp: str, resource_version: str = "") -> None:
+    async def restart_workload(self, kind: str, namespace: str, name: str, stamp: str,
+                               resource_version: str = "") -> None:
         """What `kubectl rollout restart` does: bump a pod-template annotation.
 
         With `resource_version`, only if the workload is unchanged since it was read (a 409 otherwise),
@@ -124,7 +176,7 @@ class KubeGateway:
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
         try:
-            self.rest.request("PATCH", f"/apis/apps/v1/namespaces/{quote(namespace)}/{plural}/{quote(name)}", patch,
-                              content_type=STRATEGIC_MERGE_PATCH)
+            await self.rest.request("PATCH", f"/apis/apps/v1/namespaces/{quote(namespace)}/{plural}/{quote(name)}",
+                                    patch, content_type=STRATEGIC_MERGE_PATCH)
         except ApiError as exc:
             raise KubernetesError(f"restarting {kind} {namespace}/{name}: {exc}") from None

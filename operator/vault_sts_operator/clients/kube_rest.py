@@ -1,30 +1,38 @@
-"""A small synchronous Kubernetes REST client on `requests`, with kopf's credentials.
+"""An async Kubernetes REST client on aiohttp, with kopf's credentials.
 
 The operator makes a handful of calls beyond kopf's watches (Secrets by name, status
-patches, Leases, rollout restarts). The official client's generated models cost about
-20 MB and much CPU in argument validation at a thousand credentials, and kopf imports it
-whenever it is installed; so the operator does without it. Credentials come from kopf's
-own kubeconfig / in-cluster login functions, read again when the API server answers 401
+patches, Events, Leases, rollout restarts). kopf already runs on aiohttp, so this client
+adds no import and no thread hop per call: the official client's generated models cost
+about 20 MB and much CPU in argument validation, and lightkube or kubernetes_asyncio
+would bring a second HTTP stack (httpx) or a second set of generated models (see
+benchmarks/FINDINGS.md, "The Kubernetes client"). Credentials come from kopf's own
+kubeconfig / in-cluster login functions, read again when the API server answers 401
 (projected ServiceAccount tokens rotate).
+
+TLS material is loaded into one in-memory SSLContext per login. Python's ssl module loads
+a client certificate and key only from files, so those (kubeconfig `*-data` fields) are
+written to private temporary files that are removed as soon as the context has read them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import os
+import ssl
 import tempfile
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import aiohttp
 import kopf
-import requests
-import requests.adapters
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 Login = Callable[[], kopf.ConnectionInfo]
@@ -72,74 +80,106 @@ def default_login(settings: kopf.OperatorSettings) -> Login:
     return relogin
 
 
-def _private_file(data: str | bytes, suffix: str) -> str:
+def _pem(data: str | bytes) -> bytes:
     raw = data.encode() if isinstance(data, str) else data
     try:  # kubeconfig *-data fields are base64 of PEM
         decoded = base64.b64decode(raw, validate=True)
-        raw = decoded if b"-----BEGIN" in decoded else raw
+        return decoded if b"-----BEGIN" in decoded else raw
     except ValueError:
-        pass
-    handle = tempfile.NamedTemporaryFile("wb", prefix="vso-kube-", suffix=suffix, delete=False)  # noqa: SIM115
-    with handle:
-        os.chmod(handle.name, 0o600)
-        handle.write(raw)
-    return handle.name
+        return raw
+
+
+@contextlib.contextmanager
+def _transient_file(data: bytes, suffix: str) -> Iterator[str]:
+    """A private file holding `data` for as long as the block runs, then removed."""
+    fd, path = tempfile.mkstemp(prefix="vso-kube-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    """The TLS settings of a kopf login; False when the kubeconfig says insecure-skip-tls-verify."""
+    if info.insecure:
+        return False
+    if info.ca_path:
+        context = ssl.create_default_context(cafile=os.fsdecode(info.ca_path))
+    elif info.ca_data:
+        context = ssl.create_default_context(cadata=_pem(info.ca_data).decode())
+    else:
+        context = ssl.create_default_context()
+    with contextlib.ExitStack() as files:
+        cert = os.fsdecode(info.certificate_path) if info.certificate_path else (
+            files.enter_context(_transient_file(_pem(info.certificate_data), ".crt"))
+            if info.certificate_data else None)
+        key = os.fsdecode(info.private_key_path) if info.private_key_path else (
+            files.enter_context(_transient_file(_pem(info.private_key_data), ".key"))
+            if info.private_key_data else None)
+        if cert and key:
+            context.load_cert_chain(cert, key)
+    return context
 
 
 class KubeRest:
+    """One aiohttp session to the API server; create it inside the running event loop."""
+
     def __init__(self, login: Login, *, pool_size: int = 16, timeout: float = 30.0) -> None:
         self._login = login
-        self._timeout = timeout
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._pool_size = pool_size
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
         self._server = ""
-        self._session = requests.Session()
-        self._connect()
+        self._session: aiohttp.ClientSession | None = None
+        self._generation = 0
 
-    def _connect(self) -> None:
+    async def _connect(self) -> None:
         info = self._login()
-        session = requests.Session()
-        # Environment CA bundles (REQUESTS_CA_BUNDLE) would override the cluster's CA per request;
-        # like kopf (ConnectionInfo.trust_env=False), take only what the kubeconfig says.
-        session.trust_env = bool(info.trust_env)
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        if info.insecure:
-            session.verify = False
-        elif info.ca_path:
-            session.verify = os.fsdecode(info.ca_path)
-        elif info.ca_data:
-            session.verify = _private_file(info.ca_data, ".crt")
-        cert = os.fsdecode(info.certificate_path) if info.certificate_path else (
-            _private_file(info.certificate_data, ".crt") if info.certificate_data else None)
-        key = os.fsdecode(info.private_key_path) if info.private_key_path else (
-            _private_file(info.private_key_data, ".key") if info.private_key_data else None)
-        if cert and key:
-            session.cert = (cert, key)
+        headers = {"User-Agent": "vault-sts-operator", "Accept": JSON}
         if info.token:
-            session.headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-        session.headers["User-Agent"] = "vault-sts-operator"
-        session.headers["Accept"] = JSON
+            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+        # Environment proxies / CA bundles are ignored, as kopf does (ConnectionInfo.trust_env=False).
+        connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=ssl_context(info))
+        session = aiohttp.ClientSession(connector=connector, headers=headers, timeout=self._timeout,
+                                        trust_env=bool(info.trust_env))
         old, self._session, self._server = self._session, session, info.server.rstrip("/")
-        old.close()
+        self._generation += 1
+        if old is not None:
+            await old.close()
 
-    def request(self, method: str, path: str, body: Any = None, *, content_type: str = JSON) -> dict[str, Any]:
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _session_now(self) -> tuple[aiohttp.ClientSession, int]:
+        if self._session is None:
+            async with self._lock:
+                if self._session is None:
+                    await self._connect()
+        assert self._session is not None
+        return self._session, self._generation
+
+    async def request(self, method: str, path: str, body: Any = None, *, content_type: str = JSON) -> dict[str, Any]:
         """One call; raises ApiError for any non-2xx answer. Logs in again once on 401."""
-        data = None if body is None else json.dumps(body)
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": content_type} if data is not None else None
         for attempt in (1, 2):
-            session, server = self._session, self._server
+            session, generation = await self._session_now()
             try:
-                response = session.request(method, server + path, data=data, timeout=self._timeout,
-                                           headers={"Content-Type": content_type} if data is not None else None)
-            except requests.RequestException as exc:
+                async with session.request(method, self._server + path, data=data, headers=headers) as response:
+                    if response.status == 401 and attempt == 1:
+                        async with self._lock:  # one login for every request refused with the old token
+                            if self._generation == generation:
+                                await self._connect()
+                        continue
+                    if response.status >= 300:
+                        raise ApiError(response.status, response.reason or "")
+                    raw = await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise ApiError(0, f"unreachable ({type(exc).__name__})") from None
-            if response.status_code == 401 and attempt == 1:
-                with self._lock:
-                    if self._session is session:
-                        self._connect()
-                continue
-            if response.status_code >= 300:
-                raise ApiError(response.status_code, response.reason or "")
-            return dict(response.json()) if response.content else {}
+            return dict(json.loads(raw)) if raw else {}
         raise AssertionError("unreachable")  # pragma: no cover

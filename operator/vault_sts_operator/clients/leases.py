@@ -52,19 +52,13 @@ class LeaseStepStore:
         # Lease name -> (holder, renewTime, when this replica first saw that pair, on its monotonic clock)
         self._observed: dict[str, tuple[str, str, float]] = {}
 
-    async def claim(self, device: str, step: int, *, supersede: int | None = None) -> int | None:
-        return await asyncio.to_thread(self._claim, device, step, supersede)
-
-    async def release(self, device: str) -> None:
-        await asyncio.to_thread(self._release, device)
-
     def _path(self, name: str = "") -> str:
         base = f"/apis/coordination.k8s.io/v1/namespaces/{quote(self._namespace)}/leases"
         return f"{base}/{quote(name)}" if name else base
 
-    def _read(self, name: str) -> dict[str, Any] | None:
+    async def _read(self, name: str) -> dict[str, Any] | None:
         try:
-            return self._rest.request("GET", self._path(name))
+            return await self._rest.request("GET", self._path(name))
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -98,11 +92,11 @@ class LeaseStepStore:
         # skew: held at most `duration` after this replica first saw that renewTime.
         return bool(time.monotonic() - seen[2] < duration)
 
-    def _claim(self, device: str, step: int, supersede: int | None = None) -> int | None:
+    async def claim(self, device: str, step: int, *, supersede: int | None = None) -> int | None:
         name = lease_name(device)
         deadline = time.monotonic() + self._busy_timeout
         while True:
-            lease = self._read(name)
+            lease = await self._read(name)
             now = _micro_time(datetime.now(UTC))
             if lease is None:
                 body = {
@@ -112,7 +106,7 @@ class LeaseStepStore:
                              "acquireTime": now, "renewTime": now},
                 }
                 try:
-                    self._rest.request("POST", self._path(), body)
+                    await self._rest.request("POST", self._path(), body)
                     return None
                 except ApiError as exc:
                     if exc.status != 409:
@@ -122,7 +116,7 @@ class LeaseStepStore:
                 if time.monotonic() > deadline:
                     raise KubernetesError(f"MFA device {device} stays locked by {lease['spec']['holderIdentity']} "
                                           f"(Lease {self._namespace}/{name})")
-                time.sleep(0.5)
+                await asyncio.sleep(0.5)
                 continue
             annotations = dict(lease["metadata"].get("annotations") or {})
             last = int(annotations.get(LAST_STEP_ANNOTATION, "-1"))
@@ -137,21 +131,21 @@ class LeaseStepStore:
                          "acquireTime": now, "renewTime": now},
             }
             try:
-                self._rest.request("PUT", self._path(name), body)
+                await self._rest.request("PUT", self._path(name), body)
                 return None
             except ApiError as exc:
                 if exc.status != 409:
                     raise KubernetesError(f"updating Lease {self._namespace}/{name}: {exc}") from None
 
-    def _release(self, device: str) -> None:
+    async def release(self, device: str) -> None:
         name = lease_name(device)
-        lease = self._read(name)
+        lease = await self._read(name)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self._holder:
             return
         patch = {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
                  "spec": {"holderIdentity": None}}
         try:
-            self._rest.request("PATCH", self._path(name), patch, content_type=MERGE_PATCH)
+            await self._rest.request("PATCH", self._path(name), patch, content_type=MERGE_PATCH)
         except ApiError as exc:
             if exc.status not in (404, 409):
                 raise KubernetesError(f"releasing Lease {self._namespace}/{name}: {exc}") from None

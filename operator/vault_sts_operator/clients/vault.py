@@ -7,7 +7,11 @@ when Vault says the token is no longer valid.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import hashlib
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -25,7 +29,7 @@ from vault_sts_operator.api.specs import VaultConnection
 from vault_sts_operator.clients.vault_auth import AuthStrategy, Login
 from vault_sts_operator.domain.credentials import AccessKey, TemporaryCredentials, TotpCode
 from vault_sts_operator.domain.durations import parse_duration
-from vault_sts_operator.domain.errors import VaultError
+from vault_sts_operator.domain.errors import MfaCodeRejectedError, VaultError
 from vault_sts_operator.domain.totp import step_of_fetch
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,8 @@ class VaultSession:
         self._lock = threading.Lock()
         self._login: Login | None = None
         self._logged_in_at = 0.0
-        self.logins = 0
+        self._generation = 0  # bumped by every login: which token a refusal was for
+        self._denied: dict[str, int] = {}  # path -> token generation that Vault's policy refused it
 
     # -- token lifecycle -------------------------------------------------------------
     def _token_fresh(self) -> bool:
@@ -87,11 +92,11 @@ class VaultSession:
             return True
         return self._clock() - self._logged_in_at < self._login.ttl_seconds * RENEW_AT_FRACTION
 
-    def _ensure_token(self, *, force: bool = False) -> None:
+    def _ensure_token(self) -> None:
         with self._lock:
-            if not force and self._token_fresh():
+            if self._token_fresh():
                 return
-            if not force and self._login is not None and self._login.renewable and self._strategy.method != "token":
+            if self._login is not None and self._login.renewable and self._strategy.method != "token":
                 try:
                     renewed = self._client.auth.token.renew_self()
                     self._login = Login(token=self._login.token,
@@ -127,14 +132,23 @@ class VaultSession:
         self._client.token = login.token
         self._login = login
         self._logged_in_at = self._clock()
-        self.logins += 1
+        self._generation += 1
         log.info("logged in to Vault at %s with %s auth (token ttl %ss)", self.connection.address,
                  self._strategy.method, int(login.ttl_seconds))
 
-    def _call(self, operation: str, path: str, fn: Callable[[hvac.Client], T]) -> T:
-        """Run one request; on 403 log in again once (token revoked or expired), then retry."""
+    def _call(self, operation: str, path: str, fn: Callable[[hvac.Client], T], *, idempotent: bool = False) -> T:
+        """Run one request, mapping Vault's answers to IssuingErrors.
+
+        On 403, log in again once and retry, unless this token generation was already refused
+        this path (a policy denial, not a stale token: logging in again each pass would not help).
+        Only one thread logs in for a token that stopped working; the others retry with the new one.
+        An idempotent read whose keep-alive connection was closed by the server or a proxy is
+        retried once on a fresh connection; writes (which may carry a TOTP code) never are.
+        """
         self._ensure_token()
-        for attempt in (1, 2):
+        relogged = reconnected = False
+        while True:
+            generation = self._generation
             started = time.perf_counter()
             try:
                 result = fn(self._client)
@@ -142,9 +156,14 @@ class VaultSession:
                 return result
             except hvac.exceptions.Forbidden as exc:
                 metrics.VAULT_CALLS.labels(operation=operation, outcome="forbidden").inc()
-                if attempt == 1:  # token revoked or expired (or a token Secret replaced): log in again
-                    self._ensure_token(force=True)
+                with self._lock:
+                    denied_before = self._denied.get(path) == generation
+                if not relogged and not denied_before:
+                    relogged = True
+                    self._relogin_after_refusal(generation)
                     continue
+                with self._lock:
+                    self._denied[path] = self._generation
                 raise VaultError(f"{_subject(operation)} could not be read: Vault denied access",
                                  reason=reasons.VAULT_PERMISSION_DENIED, transient=False,
                                  detail=f"Vault denied {operation} of {path}: {_vault_messages(exc)}") from None
@@ -158,19 +177,28 @@ class VaultSession:
                 raise VaultError(f"{_subject(operation)} could not be read: Vault returned an error",
                                  detail=f"Vault {operation} of {path} failed: {_vault_messages(exc)}") from None
             except (requests.RequestException, OSError) as exc:
+                if idempotent and not reconnected and isinstance(exc, requests.ConnectionError):
+                    reconnected = True
+                    metrics.VAULT_CALLS.labels(operation=operation, outcome="retried").inc()
+                    continue
                 metrics.VAULT_CALLS.labels(operation=operation, outcome="unreachable").inc()
                 raise VaultError(f"{_subject(operation)} could not be read: Vault unreachable ({type(exc).__name__})",
                                  detail=f"Vault at {self.connection.address} unreachable during {operation} of "
                                         f"{path}: {type(exc).__name__}") from None
             finally:
                 metrics.VAULT_LATENCY.labels(operation=operation).observe(time.perf_counter() - started)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _relogin_after_refusal(self, generation: int) -> None:
+        """Log in again, unless another thread already did since `generation` was current."""
+        with self._lock:
+            if self._generation == generation:
+                self._do_login()
 
     # -- reads the issuing flow needs -------------------------------------------------
     def read_access_key(self, mount: str, path: str, id_key: str, secret_key: str) -> AccessKey:
         full = f"{mount}/data/{path}"
         response = self._call("kv_read", full, lambda c: c.secrets.kv.v2.read_secret_version(
-            path=path, mount_point=mount, raise_on_deleted_version=True))
+            path=path, mount_point=mount, raise_on_deleted_version=True), idempotent=True)
         data = (response.get("data") or {}).get("data") or {}
         if id_key not in data or secret_key not in data:
             raise VaultError("the identity's access key could not be read: the Vault secret lacks the configured keys",
@@ -182,7 +210,7 @@ class VaultSession:
         path = f"{mount}/code/{key}"
         for _ in range(AMBIGUOUS_CODE_ATTEMPTS):
             before = self._clock()
-            response = self._call("totp_code", path, lambda c: c.read(path))
+            response = self._call("totp_code", path, lambda c: c.read(path), idempotent=True)
             after = self._clock()
             if not response or "code" not in (response.get("data") or {}):
                 raise VaultError("the identity's MFA code could not be read: Vault returned no code",
@@ -204,15 +232,30 @@ class VaultSession:
     def aws_session_token(self, mount: str, role: str, mfa_code: str, ttl_seconds: int) -> TemporaryCredentials:
         """Vault >= 1.16 `session_token` role: Vault calls GetSessionToken with the MFA code."""
         path = f"{mount}/creds/{role}"
-        response = self._call("aws_creds", path, lambda c: c.write(path, mfa_code=mfa_code, ttl=f"{ttl_seconds}s"))
+        try:
+            response = self._call("aws_creds", path,
+                                  lambda c: c.write(path, mfa_code=mfa_code, ttl=f"{ttl_seconds}s"))
+        except VaultError as exc:
+            if "invalid MFA one time pass code" in exc.detail:  # AWS's answer, passed on by Vault
+                raise MfaCodeRejectedError("AWS refused the MFA code passed through Vault's AWS engine",
+                                           detail=exc.detail) from None
+            raise
         return _credentials_from_aws_engine(response, path, ttl_seconds)
 
     def aws_assume_role(self, mount: str, role: str, role_arn: str, session_name: str,
                         ttl_seconds: int) -> TemporaryCredentials:
         """`aws/sts/:role` with an assumed_role role: Vault calls AssumeRole itself (no MFA)."""
         path = f"{mount}/sts/{role}"
-        response = self._call("aws_sts", path, lambda c: c.write(
-            path, role_arn=role_arn, role_session_name=session_name, ttl=f"{ttl_seconds}s"))
+        try:
+            response = self._call("aws_sts", path, lambda c: c.write(
+                path, role_arn=role_arn, role_session_name=session_name, ttl=f"{ttl_seconds}s"))
+        except VaultError as exc:
+            if "AccessDenied" in exc.detail:
+                hint = (" (credentialType assumedRole: Vault calls AssumeRole without MFA, "
+                        "so a role whose trust policy demands MFA refuses it)")
+                raise VaultError(f"{exc.message}: AccessDenied{hint}", reason=reasons.ACCESS_DENIED, transient=False,
+                                 detail=exc.detail + hint) from None
+            raise
         return _credentials_from_aws_engine(response, path, ttl_seconds)
 
 
@@ -244,9 +287,30 @@ def _credentials_from_aws_engine(response: Any, path: str, ttl_seconds: int) -> 
     )
 
 
+_CA_FILES: dict[str, str] = {}
+_CA_LOCK = threading.Lock()
+
+
 def ca_file_for(pem: str) -> str:
-    """Write a PEM bundle to a private temporary file for `requests` to verify with."""
-    handle = tempfile.NamedTemporaryFile("w", prefix="vault-ca-", suffix=".pem", delete=False)  # noqa: SIM115
-    with handle:
-        handle.write(pem)
-    return handle.name
+    """A private file holding this PEM bundle, for `requests` to verify with (it takes paths only).
+
+    One file per distinct bundle for the life of the process, however many sessions use it or
+    are (re)created with it; removed when the process exits.
+    """
+    digest = hashlib.sha256(pem.encode()).hexdigest()
+    with _CA_LOCK:
+        path = _CA_FILES.get(digest)
+        if path is not None and os.path.exists(path):
+            return path
+        fd, path = tempfile.mkstemp(prefix="vault-ca-", suffix=".pem")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(pem)
+        _CA_FILES[digest] = path
+        return path
+
+
+@atexit.register
+def _remove_ca_files() -> None:
+    for path in _CA_FILES.values():
+        with contextlib.suppress(OSError):
+            os.unlink(path)

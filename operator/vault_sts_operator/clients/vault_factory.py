@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
 
-from vault_sts_operator.api.specs import AppRoleAuth, KubernetesAuth, TokenAuth, VaultConnection
+from vault_sts_operator.api.specs import AppRoleAuth, KubernetesAuth, SecretKeyRef, TokenAuth, VaultConnection
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.clients.vault import VaultSession, ca_file_for
-from vault_sts_operator.clients.vault_auth import AppRoleLogin, AuthStrategy, KubernetesLogin, TokenLogin, file_reader
+from vault_sts_operator.clients.vault_auth import (
+    AppRoleLogin,
+    AuthStrategy,
+    KubernetesLogin,
+    SecretProvider,
+    TokenLogin,
+    file_reader,
+)
+
+SECRET_READ_TIMEOUT = 30.0
 
 
 class VaultSessionFactory:
@@ -18,34 +27,43 @@ class VaultSessionFactory:
         self._sa_token_file = sa_token_file
         self._timeout = timeout
         self._sessions: dict[VaultConnection, VaultSession] = {}
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
 
-    def _strategy(self, connection: VaultConnection) -> AuthStrategy:
+    def _secret_reader(self, ref: SecretKeyRef, loop: asyncio.AbstractEventLoop) -> SecretProvider:
+        """hvac logs in from a worker thread; the Secret is read on the event loop, which owns the client."""
+
+        def read() -> str:
+            future = asyncio.run_coroutine_threadsafe(self._kube.read_secret_key(ref), loop)
+            return future.result(timeout=SECRET_READ_TIMEOUT)
+
+        return read
+
+    def _strategy(self, connection: VaultConnection, loop: asyncio.AbstractEventLoop) -> AuthStrategy:
         auth = connection.auth
         if isinstance(auth, KubernetesAuth):
             return KubernetesLogin(role=auth.role, mount=auth.mount, jwt=file_reader(self._sa_token_file))
         if isinstance(auth, AppRoleAuth):
-            ref = auth.secret_id_ref
             return AppRoleLogin(role_id=auth.role_id, mount=auth.mount,
-                                secret_id=lambda: self._kube.read_secret_key(ref))
+                                secret_id=self._secret_reader(auth.secret_id_ref, loop))
         if isinstance(auth, TokenAuth):
-            token_ref = auth.token_ref
-            return TokenLogin(token=lambda: self._kube.read_secret_key(token_ref))
+            return TokenLogin(token=self._secret_reader(auth.token_ref, loop))
         raise TypeError(f"unknown Vault auth {type(auth).__name__}")
 
-    def _verify(self, connection: VaultConnection) -> bool | str:
+    async def _verify(self, connection: VaultConnection) -> bool | str:
         if connection.ca_bundle:
             return ca_file_for(connection.ca_bundle)
         if connection.ca_secret_ref is not None:
-            return ca_file_for(self._kube.read_secret_key(connection.ca_secret_ref))
+            return ca_file_for(await self._kube.read_secret_key(connection.ca_secret_ref))
         return True
 
-    def get(self, connection: VaultConnection) -> VaultSession:
-        """Blocking (may read a CA Secret): call from a worker thread."""
-        with self._lock:
+    async def get(self, connection: VaultConnection) -> VaultSession:
+        session = self._sessions.get(connection)
+        if session is not None:
+            return session
+        async with self._lock:
             session = self._sessions.get(connection)
             if session is None:
-                session = VaultSession(connection, self._strategy(connection), verify=self._verify(connection),
-                                       timeout=self._timeout)
+                session = VaultSession(connection, self._strategy(connection, asyncio.get_running_loop()),
+                                       verify=await self._verify(connection), timeout=self._timeout)
                 self._sessions[connection] = session
             return session

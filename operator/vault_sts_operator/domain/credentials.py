@@ -24,10 +24,6 @@ class TemporaryCredentials:
     expiration: datetime
     assumed_role_arn: str = ""
 
-    def secret_values(self) -> tuple[str, str]:
-        """The values that must never appear in logs, status or Events."""
-        return (self.secret_access_key, self.session_token)
-
 
 @dataclass(frozen=True)
 class TotpCode:

@@ -1,19 +1,18 @@
 """Does this credential need issuing now, and if not, when? A pure decision.
 
 The Secret's annotations are the record of what was issued (the status may lag it
-after a crash between the two writes), so the decision is made from them.
+after a crash between the two writes), so the decision is made from them
+(outputs/issued_record.py reads and writes that record).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from vault_sts_operator.api import constants as c
-from vault_sts_operator.api.timefmt import format_time, parse_time
 from vault_sts_operator.domain.renewal import renewal_time
+from vault_sts_operator.domain.timefmt import format_time
 
 
 @dataclass(frozen=True)
@@ -27,31 +26,12 @@ class IssuedRecord:
     access_key_id: str
     assumed_role_arn: str
 
-    def annotations(self) -> dict[str, str]:
-        return {
-            c.SECRET_ISSUED_AT_ANNOTATION: format_time(self.issued_at),
-            c.SECRET_EXPIRATION_ANNOTATION: format_time(self.expiration),
-            c.SECRET_SPEC_HASH_ANNOTATION: self.spec_hash,
-            c.SECRET_ROTATE_REQUEST_ANNOTATION: self.rotate_request,
-            c.SECRET_ACCESS_KEY_ID_ANNOTATION: self.access_key_id,
-            c.SECRET_ROLE_ANNOTATION: self.assumed_role_arn,
-        }
 
-
-def read_issued_record(annotations: Mapping[str, str] | None) -> IssuedRecord | None:
-    """The record on a Secret, or None when it has none (or a damaged one)."""
-    ann = annotations or {}
-    try:
-        return IssuedRecord(
-            issued_at=parse_time(ann[c.SECRET_ISSUED_AT_ANNOTATION]),
-            expiration=parse_time(ann[c.SECRET_EXPIRATION_ANNOTATION]),
-            spec_hash=ann.get(c.SECRET_SPEC_HASH_ANNOTATION, ""),
-            rotate_request=ann.get(c.SECRET_ROTATE_REQUEST_ANNOTATION, ""),
-            access_key_id=ann.get(c.SECRET_ACCESS_KEY_ID_ANNOTATION, ""),
-            assumed_role_arn=ann.get(c.SECRET_ROLE_ANNOTATION, ""),
-        )
-    except (KeyError, ValueError):
-        return None
+def record_renewal_time(record: IssuedRecord, *, renew_before: timedelta | None, jitter_key: str) -> datetime:
+    """When the credentials of `record` are renewed (what status.renewalTime shows); `jitter_key` is
+    the credential's namespace/name, extended with the expiry so each issue gets its own jitter."""
+    return renewal_time(issued_at=record.issued_at, expiration=record.expiration, renew_before=renew_before,
+                        jitter_key=f"{jitter_key}/{format_time(record.expiration)}")
 
 
 class Trigger(Enum):
@@ -103,10 +83,7 @@ def decide(
         if now >= allowed_at:
             return Decision(Trigger.ROTATION_REQUESTED)
         deferred_until = allowed_at
-    renew_at = renewal_time(
-        issued_at=record.issued_at, expiration=record.expiration, renew_before=renew_before,
-        jitter_key=f"{jitter_key}/{format_time(record.expiration)}",
-    )
+    renew_at = record_renewal_time(record, renew_before=renew_before, jitter_key=jitter_key)
     if now >= renew_at:
         return Decision(Trigger.RENEWAL_DUE, renew_at)
     return Decision(None, renew_at, deferred_until)

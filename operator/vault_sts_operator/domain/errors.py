@@ -9,7 +9,7 @@ and the platform admin's MFAIdentity status) may.
 
 from __future__ import annotations
 
-from vault_sts_operator.api import reasons
+from vault_sts_operator.domain import reasons
 
 
 class IssuingError(Exception):

@@ -60,3 +60,16 @@ def backoff_delay(attempt: int, *, base: float, cap: float, jitter_key: str) -> 
     """Exponential backoff (base * 2^(attempt-1), capped) with up to +25 % jitter."""
     raw = min(cap, base * 2 ** max(attempt - 1, 0))
     return float(raw * (1 + 0.25 * unit_jitter(f"{jitter_key}/{attempt}")))
+
+
+# Transient failures back off from 5 s to 5 min; configuration errors are retried every 10 min
+# (and at once when the CR or its identity changes).
+TRANSIENT_BACKOFF = (5.0, 300.0)
+CONFIG_RETRY_SECONDS = 600.0
+
+
+def retry_delay(failures: int, *, transient: bool, jitter_key: str) -> float:
+    """How long to wait after `failures` consecutive failed passes (the only backoff computation)."""
+    if not transient:
+        return CONFIG_RETRY_SECONDS
+    return backoff_delay(failures, base=TRANSIENT_BACKOFF[0], cap=TRANSIENT_BACKOFF[1], jitter_key=jitter_key)

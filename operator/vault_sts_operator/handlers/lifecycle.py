@@ -6,29 +6,22 @@ import asyncio
 import concurrent.futures
 import logging
 import secrets
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from vault_sts_operator import metrics
 from vault_sts_operator.api import constants as c
-from vault_sts_operator.app import build_services
-from vault_sts_operator.clients import kube_rest
-from vault_sts_operator.clients.kube_rest import KubeRest, default_login
+from vault_sts_operator.app import Services, build_services, kube_login
 from vault_sts_operator.config import OperatorConfig
 
 log = logging.getLogger(__name__)
 
 
-def post_event(body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type, reason=reason, message=message)  # type: ignore[arg-type]
-
-
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
     """kopf's watches use the same login as the operator's own client (in a pod: KUBERNETES_SERVICE_HOST, no DNS)."""
-    return kube_rest.login(settings)
+    return kube_login(settings)
 
 
 @kopf.on.startup()
@@ -50,6 +43,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # Server-side: only the Secrets this operator wrote are streamed to it (handlers/secrets.py).
         from vault_sts_operator.handlers.secrets import SECRET_SELECTOR
         settings.watching.label_selectors["v1", "secrets"] = SECRET_SELECTOR
+    # kopf keeps a task and a queue per object for `idle_timeout` after its last event (5 s by default):
+    # ten thousand CRs applied at once would hold ten thousand of each. Our only credential handler
+    # returns at once (it enqueues on the scheduler), so a short idle time keeps just the busy few.
+    settings.queueing.idle_timeout = 0.5
     if config.peering_name:
         # kopf pauses every operator that sees a live peer of the same priority (kopf >= 1.29), so replicas
         # that all keep the default priority 0 all pause and none works. A random priority per instance keeps
@@ -57,8 +54,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.peering.priority = 1 + secrets.randbelow(2**31 - 2)
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="vso"))
-    rest = await asyncio.to_thread(KubeRest, default_login(settings), pool_size=config.worker_threads)
-    memo["services"] = build_services(config, rest, post_event)
+    services = build_services(config, settings)
+    services.controller.start(peering=config.peering_name, priority=settings.peering.priority,
+                              namespaces=config.namespaces)
+    memo["services"] = services
     metrics.serve(config.metrics_port)
     log.info("vault-sts-operator started (instance %s, namespaces %s)", config.instance_id,
              ", ".join(config.namespaces) or "all")
@@ -67,4 +66,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.probe(id="credentials")
 def probe_credentials(memo: kopf.Memo, **_: Any) -> int:
     services = memo.get("services")
-    return len(services.wakeups) if services is not None else 0
+    return len(services.controller) if services is not None else 0
+
+
+@kopf.on.cleanup()
+async def shut_down(memo: kopf.Memo, **_: Any) -> None:
+    services: Services | None = memo.get("services")
+    if services is not None:
+        await services.controller.stop()
+        await services.kube.rest.close()

@@ -32,7 +32,7 @@ async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     namespace = str(meta.get("namespace"))
     log.info("Secret %s/%s of %s/%s was deleted; waking its credential", namespace, meta.get("name"),
              namespace, owner)
-    services.wakeups.wake(namespace, str(owner))
+    services.controller.secret_deleted(namespace, str(owner))
 
 
 def register() -> None:

@@ -9,6 +9,7 @@ from vault_sts_operator.api import constants as c
 from vault_sts_operator.api.specs import CredentialSpec
 from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.decisions import IssuedRecord
+from vault_sts_operator.outputs.issued_record import record_annotations
 from vault_sts_operator.outputs.secret_data import render_secret_data
 
 
@@ -30,7 +31,7 @@ def build_secret(
     labels = {**spec.target.labels, c.MANAGED_BY_LABEL: c.MANAGED_BY_VALUE, c.CREDENTIAL_LABEL: spec.name}
     annotations = {
         **spec.target.annotations,
-        **record.annotations(),
+        **record_annotations(record),
         c.SECRET_SOURCE_ANNOTATION: f"{spec.namespace}/{spec.name}",
     }
     return {

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class FairLimiter:
@@ -97,3 +100,14 @@ class FairLock:
             yield
         finally:
             self.release()
+
+
+class BlockingCalls:
+    """Blocking client calls (boto3) run in worker threads, at most `total` at once, fairly per key."""
+
+    def __init__(self, total: int) -> None:
+        self.limiter = FairLimiter(total)
+
+    async def run(self, key: str, fn: Callable[[], T]) -> T:
+        async with self.limiter.slot(key):
+            return await asyncio.to_thread(fn)

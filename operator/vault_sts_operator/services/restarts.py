@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from vault_sts_operator import metrics
@@ -22,7 +22,7 @@ from vault_sts_operator.domain.errors import IssuingError
 log = logging.getLogger(__name__)
 
 Target = tuple[str, str, str]  # (kind, namespace, name)
-FailureReporter = Callable[[Target, str], None]
+FailureReporter = Callable[[str], Awaitable[None]]  # gets a message naming the workload
 
 
 class RolloutRestarter:
@@ -45,21 +45,21 @@ class RolloutRestarter:
         try:
             await asyncio.sleep(self._debounce)
             kind, namespace, name = target
-            meta = await asyncio.to_thread(self._kube.workload_metadata, kind, namespace, name)
+            meta = await self._kube.workload_metadata(kind, namespace, name)
             if meta is None:
-                on_failure(target, f"{kind} {name} was not restarted: it does not exist")
+                await on_failure(f"{kind} {name} was not restarted: it does not exist")
                 return
             if not opted_in(meta.get("annotations"), credential):
                 metrics.ROLLOUT_RESTARTS_REFUSED.labels(kind=kind).inc()
-                on_failure(target, not_opted_in_message(kind, name, credential))
+                await on_failure(not_opted_in_message(kind, name, credential))
                 log.warning("%s/%s: %s", namespace, credential, not_opted_in_message(kind, name, credential))
                 return
-            await asyncio.to_thread(self._kube.restart_workload, kind, namespace, name, format_time(self._clock()),
-                                    str(meta.get("resourceVersion") or ""))
+            await self._kube.restart_workload(kind, namespace, name, format_time(self._clock()),
+                                              str(meta.get("resourceVersion") or ""))
             metrics.ROLLOUT_RESTARTS.labels(kind=kind).inc()
             log.info("restarted %s %s/%s after a credential rotation", kind, namespace, name)
         except IssuingError as exc:
-            on_failure(target, exc.message)
+            await on_failure(exc.message)
         finally:
             self._pending.pop(target, None)
 

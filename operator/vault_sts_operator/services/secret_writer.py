@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from vault_sts_operator.api.specs import CredentialSpec
@@ -33,27 +32,41 @@ class SecretWriter:
 
     async def read(self, spec: CredentialSpec, owner_uid: str) -> dict[str, Any] | None:
         """The current Secret, after checking it is ours to write (SecretConflictError otherwise)."""
-        secret = await asyncio.to_thread(self._kube.get_secret, spec.namespace, spec.target.secret_name)
+        secret = await self._kube.get_secret(spec.namespace, spec.target.secret_name)
         problem = ownership_problem(secret, spec, owner_uid)
         if problem:
             raise SecretConflictError(problem)
         return secret
 
     async def write(self, *, spec: CredentialSpec, owner_uid: str, creds: TemporaryCredentials,
-                    record: IssuedRecord, current: dict[str, Any] | None) -> None:
+                    record: IssuedRecord, current: dict[str, Any] | None, verified: bool = True) -> dict[str, Any]:
+        """Create the Secret, or replace `current` (only at its resourceVersion); returns what was written.
+
+        A create that finds a Secret of that name (the caller did not read it first, or it appeared
+        meanwhile) reads it, checks it is ours, and replaces it once. `verified=False`: `current` is
+        what this process last wrote, not a fresh read; if the Secret changed or vanished since, it
+        is read, checked and written once more.
+        """
         manifest = build_secret(spec=spec, owner_uid=owner_uid, creds=creds, record=record)
+        written = None
         if current is None:
-            written = await asyncio.to_thread(self._kube.create_secret, manifest)
-        else:
-            version = str(current["metadata"]["resourceVersion"])
-            written = await asyncio.to_thread(self._kube.replace_secret, manifest, version)
+            written = await self._kube.create_secret(manifest)
+            if written is None:
+                current, verified = await self.read(spec, owner_uid), True
+        if written is None and current is not None:
+            written = await self._kube.replace_secret(manifest, str(current["metadata"]["resourceVersion"]))
+            if written is None and not verified:
+                current = await self.read(spec, owner_uid)
+                written = await (self._kube.create_secret(manifest) if current is None else
+                                 self._kube.replace_secret(manifest, str(current["metadata"]["resourceVersion"])))
         if written is None:
             raise KubernetesError(f"Secret {spec.namespace}/{spec.target.secret_name} changed while it was "
                                   "being written; will retry")
+        return written
 
     async def delete_previous(self, namespace: str, name: str, owner_uid: str) -> None:
         """Delete a Secret this CR wrote under a former target.secretName."""
-        secret = await asyncio.to_thread(self._kube.get_secret, namespace, name)
+        secret = await self._kube.get_secret(namespace, name)
         owner = owner_of((secret or {}).get("metadata") or {})
         if secret is not None and owner is not None and owner[1] == owner_uid:
-            await asyncio.to_thread(self._kube.delete_secret, namespace, name, secret["metadata"]["uid"])
+            await self._kube.delete_secret(namespace, name, secret["metadata"]["uid"])

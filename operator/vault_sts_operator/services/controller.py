@@ -1,0 +1,254 @@
+"""Every AssumedRoleCredential on one scheduler: what the watch says, when each is due, one pass each.
+
+kopf's watch feeds `observe()` (it only records and enqueues); the scheduler runs passes on a
+bounded pool of workers. Per credential the controller keeps the CR as compact JSON (no
+managedFields; the body is parsed again only for a pass) and the count of failed passes.
+
+- A CR seen for the first time whose status says it was issued for its current generation is
+  scheduled at `status.renewalTime` (written after the Secret, so never later than the Secret's
+  own renewal): a restart reads no Secret and calls no STS for credentials that are not due.
+- A new CR with an empty status is issued without reading its Secret first.
+- A spec change (generation), a new `vaultsts.io/rotate` value, `wake()` or a change of its
+  identity runs a pass at once. Status-only updates (our own patches) wake nothing.
+- Deletion forgets the CR: its timer, its cached body and its per-credential metrics. There is no
+  finalizer: the Secret goes with the CR through its owner reference. A finalizer left by an
+  older version (a kopf daemon) is removed on sight.
+- While another replica is active (kopf peering), no pass runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from vault_sts_operator import metrics
+from vault_sts_operator.api import constants as c
+from vault_sts_operator.api import reasons
+from vault_sts_operator.api.conditions import find_condition
+from vault_sts_operator.api.timefmt import parse_time
+from vault_sts_operator.clients.kube import KubeGateway
+from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.services.reconciler import (
+    CredentialReconciler,
+    IdentityResolver,
+    KnownSecret,
+)
+from vault_sts_operator.services.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+# Finalizer of operator versions that ran a kopf daemon per credential.
+LEGACY_FINALIZER = c.FINALIZER
+PEERING_POLL_SECONDS = 5.0
+
+
+class _Cached:
+    """One CR as the watch last showed it (plus the status our own passes wrote since)."""
+
+    __slots__ = ("fingerprint", "fresh", "identity", "raw", "secret")
+
+    def __init__(self, raw: bytes, identity: str, fingerprint: tuple[object, ...], fresh: bool) -> None:
+        self.raw = raw
+        self.identity = identity
+        self.fingerprint = fingerprint
+        self.fresh = fresh  # no Secret issued for it yet, as far as its status tells
+        self.secret: KnownSecret | None = None  # the Secret as this process last wrote or read it
+
+
+def fingerprint(body: Mapping[str, Any]) -> tuple[object, ...]:
+    """What must trigger a pass: a new object (uid), a spec change (generation), a new rotate request."""
+    meta = body.get("metadata") or {}
+    return meta.get("uid"), meta.get("generation"), (meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION)
+
+
+def _compact(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    rotate = (meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION)
+    return {
+        "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                     "generation": meta.get("generation"),
+                     "annotations": {c.ROTATE_ANNOTATION: rotate} if rotate is not None else {}},
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+
+
+def scheduled_renewal(body: Mapping[str, Any]) -> datetime | None:
+    """`status.renewalTime` when the status says the current generation was issued and is Ready."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    ready = find_condition(status.get("conditions"), reasons.READY)
+    if (ready is None or ready.get("status") != "True" or status.get("observedGeneration") != meta.get("generation")
+            or not status.get("renewalTime") or not status.get("accessKeyId")):
+        return None
+    if (meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION):
+        return None  # whether the request was served is recorded on the Secret: read it
+    try:
+        return parse_time(str(status["renewalTime"]))
+    except ValueError:
+        return None
+
+
+def another_replica_active(status: Mapping[str, Any] | None, my_priority: int, now: datetime) -> bool:
+    """kopf's rule: a live peer with a higher priority keeps this replica paused."""
+    for info in (status or {}).values():
+        if not isinstance(info, Mapping):
+            continue
+        try:
+            priority = int(info.get("priority", 0))
+            lastseen = parse_time(str(info["lastseen"])) if info.get("lastseen") else now
+            lifetime = float(info.get("lifetime", 60))
+        except (TypeError, ValueError):
+            continue
+        if priority > my_priority and (now - lastseen).total_seconds() < lifetime:
+            return True
+    return False
+
+
+class CredentialController:
+    def __init__(self, *, reconciler: CredentialReconciler, kube: KubeGateway, workers: int,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._reconciler = reconciler
+        self._kube = kube
+        self._clock = clock
+        self._objects: dict[Key, _Cached] = {}
+        self._failures: dict[Key, int] = {}
+        self._finalizers_removing: set[Key] = set()
+        self.resolve: IdentityResolver | None = None  # set by the handlers from kopf's identity index
+        self.scheduler: Scheduler[Key] = Scheduler(self._pass, workers=workers)
+        self._peering_task: asyncio.Task[None] | None = None
+        metrics.SCHEDULED_CREDENTIALS.set_function(lambda: len(self._objects))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, *, peering: str = "", priority: int = 0, namespaces: tuple[str, ...] = ()) -> None:
+        self.scheduler.start()
+        if peering:
+            self.scheduler.pause()  # until the peering object says this replica is the active one
+            self._peering_task = asyncio.get_running_loop().create_task(
+                self._follow_peering(peering, priority, namespaces), name="peering-follower")
+
+    async def stop(self) -> None:
+        if self._peering_task is not None:
+            self._peering_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._peering_task
+        await self.scheduler.stop()
+
+    async def _follow_peering(self, name: str, priority: int, namespaces: tuple[str, ...]) -> None:
+        """Poll kopf's peering object(s): kopf pauses its own watches, we pause the scheduler alike."""
+        # Namespaced operators peer per namespace (globs cannot be read by name: kopf pauses those watches).
+        places: list[str | None] = [ns for ns in namespaces if not any(ch in ns for ch in "*?[")] or [None]
+        while True:
+            try:
+                statuses = [await self._kube.peering_status(name, ns) for ns in places]
+                if any(another_replica_active(status, priority, self._clock()) for status in statuses):
+                    self.scheduler.pause()
+                else:
+                    self.scheduler.resume()
+            except IssuingError as exc:
+                log.warning("could not read the peering object %s: %s", name, exc.message)
+            await asyncio.sleep(PEERING_POLL_SECONDS)
+
+    # -- what the watch says -----------------------------------------------------------------------
+    def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        finalizers = list(meta.get("finalizers") or ())
+        if LEGACY_FINALIZER in finalizers and key not in self._finalizers_removing:
+            self._finalizers_removing.add(key)
+            asyncio.get_running_loop().create_task(self._remove_finalizer(key, finalizers))
+        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+            self.forget(key)
+            return
+        compact = _compact(body)
+        identity = str((compact["spec"].get("identityRef") or {}).get("name", ""))
+        print_ = fingerprint(compact)
+        old = self._objects.get(key)
+        if old is not None and old.fingerprint == print_:
+            old.raw = json.dumps(compact, separators=(",", ":")).encode()
+            old.identity = identity
+            return
+        renew_at = scheduled_renewal(compact)
+        fresh = not compact["status"].get("accessKeyId") and not compact["status"].get("secretName")
+        replacement = _Cached(json.dumps(compact, separators=(",", ":")).encode(), identity, print_, fresh=fresh)
+        if old is not None and old.fingerprint[0] == print_[0]:  # same object (uid): its Secret is still known
+            replacement.secret = old.secret
+        self._objects[key] = replacement
+        self._failures.pop(key, None)
+        if old is None and renew_at is not None:
+            # Exactly at the renewal time, not capped like a pass's own sleep: until then nothing is read.
+            self.scheduler.schedule(key, (renew_at - self._clock()).total_seconds())
+        else:
+            self.scheduler.wake(key)
+
+    def forget(self, key: Key) -> None:
+        if self._objects.pop(key, None) is not None:
+            metrics.forget_credential(*key)
+        self._failures.pop(key, None)
+        self.scheduler.forget(key)
+
+    def wake(self, namespace: str, name: str) -> None:
+        """Run a pass for this credential now (e.g. its Secret was changed by someone else)."""
+        if (namespace, name) in self._objects:
+            self.scheduler.wake((namespace, name))
+
+    def secret_deleted(self, namespace: str, name: str) -> None:
+        """The credential's Secret was deleted (by hand): forget what this process knew of it, so the
+        pass reads instead of trusting its memory, finds no Secret and issues one again."""
+        cached = self._objects.get((namespace, name))
+        if cached is not None:
+            cached.secret = None
+            self.scheduler.wake((namespace, name))
+
+    def identity_changed(self, identity: str) -> None:
+        """The identity's spec or readiness changed: its credentials re-decide now."""
+        for key, cached in self._objects.items():
+            if cached.identity == identity:
+                self.scheduler.wake(key)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    async def _remove_finalizer(self, key: Key, finalizers: list[str]) -> None:
+        try:
+            await self._kube.remove_finalizer(key[0], key[1], finalizers, LEGACY_FINALIZER)
+            log.info("%s/%s: removed the finalizer of an earlier operator version", *key)
+        except IssuingError as exc:
+            log.warning("%s/%s: %s", key[0], key[1], exc.message)
+        finally:
+            self._finalizers_removing.discard(key)
+
+    # -- one pass --------------------------------------------------------------------------------
+    async def _pass(self, key: Key) -> float | None:
+        cached = self._objects.get(key)
+        if cached is None or self.resolve is None:
+            return None if cached is None else 1.0
+        body = json.loads(cached.raw)
+        result = await self._reconciler.reconcile(body, self.resolve, self._failures.get(key, 0),
+                                                  secret_absent=cached.fresh, known=cached.secret)
+        current = self._objects.get(key)
+        if result.gone:
+            self.forget(key)
+        if current is None or result.gone:  # deleted during the pass (or before it, unseen)
+            return None
+        if current.fingerprint[0] != cached.fingerprint[0]:  # deleted and created again meanwhile: start over
+            return 0.0
+        current.fresh = False
+        current.secret = result.secret
+        if result.status:  # keep what this pass wrote until the watch brings it
+            merged = json.loads(current.raw)
+            merged["status"] = {**merged.get("status", {}), **result.status}
+            current.raw = json.dumps(merged, separators=(",", ":")).encode()
+        if result.failures:
+            self._failures[key] = result.failures
+        else:
+            self._failures.pop(key, None)
+        return result.sleep_seconds

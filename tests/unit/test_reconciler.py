@@ -1,0 +1,297 @@
+"""Tables for one reconciler pass: what it asks of the API server, and what it leaves behind.
+
+The API server and the issuer are small in-memory stand-ins here (pure pass logic); the
+end-to-end and fault suites run the same passes against the real apiserver, Vault and STS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from vault_sts_operator.api.specs import parse_identity
+from vault_sts_operator.domain.credentials import TemporaryCredentials
+from vault_sts_operator.domain.errors import StsError
+from vault_sts_operator.services.reconciler import CredentialReconciler
+from vault_sts_operator.services.secret_writer import SecretWriter
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+UID = "uid-1"
+IDENTITY = parse_identity("ops", "u", {
+    "vault": {"address": "https://v", "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}},
+    "accessKey": {"kv": {"path": "aws/ops"}},
+    "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
+    "allowedNamespaces": ["team"], "allowedRoleArns": ["arn:aws:iam::123456789012:role/*"]}, default_vault=None, operator_namespace="x")
+
+
+class Api:
+    """Secrets and CR statuses in memory; logs each request as "VERB resource"."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.status: dict[str, Any] = {}
+        self.requests: list[str] = []
+        self.version = 0
+        self.gone = False  # the CR was deleted
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.requests.append("GET secrets")
+        found = self.secrets.get((namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def _store(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        stored = copy.deepcopy(manifest)
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        stored["metadata"].setdefault("uid", f"secret-{self.version}")
+        self.secrets[(stored["metadata"]["namespace"], stored["metadata"]["name"])] = stored
+        return stored
+
+    async def create_secret(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        self.requests.append("POST secrets")
+        if (manifest["metadata"]["namespace"], manifest["metadata"]["name"]) in self.secrets:
+            return None
+        return self._store(manifest)
+
+    async def replace_secret(self, manifest: dict[str, Any], resource_version: str) -> dict[str, Any] | None:
+        self.requests.append("PUT secrets")
+        key = (manifest["metadata"]["namespace"], manifest["metadata"]["name"])
+        if self.secrets.get(key, {}).get("metadata", {}).get("resourceVersion") != resource_version:
+            return None
+        return self._store(manifest)
+
+    async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
+        self.requests.append("DELETE secrets")
+        self.secrets.pop((namespace, name), None)
+
+    async def patch_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        self.requests.append("PATCH status")
+        if self.gone:
+            return False
+        self.status.update(copy.deepcopy(status))
+        return True
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        self.requests.append("GET namespaces")
+        return {}
+
+
+class Issuer:
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail = fail
+        self.issued = 0
+
+    async def issue(self, identity: Any, spec: Any) -> TemporaryCredentials:
+        if self.fail is not None:
+            raise self.fail
+        self.issued += 1
+        return TemporaryCredentials(access_key_id=f"ASIA{self.issued}", secret_access_key="s", session_token="t",
+                                    expiration=NOW + timedelta(hours=1), assumed_role_arn="arn:role")
+
+
+class Events:
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str]] = []
+
+    async def __call__(self, body: Any, *, type_: str, reason: str, message: str) -> None:
+        self.posted.append((type_, reason))
+
+
+def body(status: dict[str, Any] | None = None, rotate: str = "") -> dict[str, Any]:
+    return {
+        "apiVersion": "vaultsts.io/v1alpha1", "kind": "AssumedRoleCredential",
+        "metadata": {"name": "app", "namespace": "team", "uid": UID, "generation": 1,
+                     "annotations": {"vaultsts.io/rotate": rotate} if rotate else {}},
+        "spec": {"identityRef": {"name": "ops"}, "roleArn": "arn:aws:iam::123456789012:role/app",
+                 "target": {"secretName": "app-aws"}},
+        "status": status or {},
+    }
+
+
+def make(api: Api, issuer: Issuer, events: Events) -> CredentialReconciler:
+    return CredentialReconciler(kube=api, issuer=issuer, writer=SecretWriter(api), events=events,  # type: ignore[arg-type]
+                                clock=lambda: NOW)
+
+
+def run_pass(reconciler: CredentialReconciler, cr: dict[str, Any], failures: int = 0, **kwargs: Any) -> Any:
+    return asyncio.run(reconciler.reconcile(cr, lambda name: IDENTITY, failures, **kwargs))
+
+
+def issued_cr() -> tuple[Api, dict[str, Any]]:
+    """An API server holding a CR issued once (Secret and status), and that CR's body."""
+    api, cr, _ = issued_with_known()
+    return api, cr
+
+
+def issued_with_known() -> tuple[Api, dict[str, Any], Any]:
+    api, events = Api(), Events()
+    result = run_pass(make(api, Issuer(), events), body(), secret_absent=True)
+    return api, body(status={**api.status, **(result.status or {})}), result.secret
+
+
+FOREIGN = {"metadata": {"name": "app-aws", "namespace": "team", "resourceVersion": "7", "uid": "s0",
+                        "annotations": {}}, "data": {"x": "eQ=="}}
+OTHER_CR = {"metadata": {"name": "app-aws", "namespace": "team", "resourceVersion": "7", "uid": "s0",
+                         "ownerReferences": [{"apiVersion": "vaultsts.io/v1alpha1", "kind": "AssumedRoleCredential",
+                                              "name": "other", "uid": "uid-other", "controller": True}]},
+            "data": {"x": "eQ=="}}
+
+
+@pytest.mark.parametrize(("hint", "expected"), [
+    (True, ["POST secrets", "PATCH status"]),                  # a new CR: no GET before the create
+    (False, ["GET secrets", "POST secrets", "PATCH status"]),  # nothing known: read first
+])
+def test_first_issue_requests(hint: bool, expected: list[str]) -> None:
+    api, issuer, events = Api(), Issuer(), Events()
+    result = run_pass(make(api, issuer, events), body(), secret_absent=hint)
+    assert api.requests == expected
+    assert events.posted == [("Normal", "Issued")]
+    assert result.failures == 0 and issuer.issued == 1
+    assert api.status["accessKeyId"] == "ASIA1" and api.status["renewalTime"]
+    assert result.status == api.status
+    assert 0 < result.sleep_seconds <= 3600
+
+
+@pytest.mark.parametrize(("existing", "reason", "writes"), [
+    (FOREIGN, "SecretConflict", []),    # not ours: never overwritten
+    (OTHER_CR, "SecretConflict", []),   # another CR's Secret
+])
+@pytest.mark.parametrize("hint", [True, False])
+def test_conflicts_leave_the_secret_alone(existing: dict[str, Any], reason: str, writes: list[str],
+                                          hint: bool) -> None:
+    api, issuer, events = Api(), Issuer(), Events()
+    api.secrets[("team", "app-aws")] = copy.deepcopy(existing)
+    result = run_pass(make(api, issuer, events), body(), secret_absent=hint)
+    assert api.secrets[("team", "app-aws")] == existing
+    assert [r for r in api.requests if r in ("PUT secrets", "DELETE secrets")] == writes
+    assert api.status["conditions"][-1]["reason"] == reason
+    assert api.status["conditions"][-1]["status"] == "False"
+    assert events.posted == [("Warning", reason)]
+    assert result.failures == 1 and result.sleep_seconds == 600.0  # a configuration error: retried slowly
+    # Without the hint no STS call is spent on a CR whose Secret is not ours.
+    assert issuer.issued == (1 if hint else 0)
+
+
+def test_direct_mode_always_reads_first() -> None:
+    """mfa: direct spends a TOTP code per issue: never before knowing the Secret is ours to write."""
+    api, issuer, events = Api(), Issuer(), Events()
+    api.secrets[("team", "app-aws")] = copy.deepcopy(FOREIGN)
+    cr = body()
+    cr["spec"]["mfa"] = "direct"
+    run_pass(make(api, issuer, events), cr, secret_absent=True)
+    assert api.requests[0] == "GET secrets"
+    assert issuer.issued == 0 and api.secrets[("team", "app-aws")] == FOREIGN
+
+
+def test_a_wrong_hint_replaces_our_own_secret() -> None:
+    """The hint said "no Secret", but our Secret is there (a status patch lost in a crash): replaced once."""
+    api, _cr = issued_cr()
+    api.requests.clear()
+    issuer, events = Issuer(), Events()
+    issuer.issued = 5
+    run_pass(make(api, issuer, events), body(), secret_absent=True)
+    assert api.requests == ["POST secrets", "GET secrets", "PUT secrets", "PATCH status"]
+    assert api.status["accessKeyId"] == "ASIA6"
+
+
+def test_failure_keeps_the_secret_and_reports_once() -> None:
+    api, cr = issued_cr()
+    secret = copy.deepcopy(api.secrets[("team", "app-aws")])
+    cr["metadata"]["annotations"] = {"vaultsts.io/rotate": "now"}  # forces an issue
+    events = Events()
+    reconciler = make(api, Issuer(fail=StsError("STS down")), events)
+    first = run_pass(reconciler, cr)
+    cr["status"] = {**cr["status"], **(first.status or {})}
+    second = run_pass(reconciler, cr, failures=first.failures)
+    assert api.secrets[("team", "app-aws")] == secret  # the valid Secret stays
+    assert api.status["accessKeyId"] == secret["metadata"]["annotations"]["vaultsts.io/access-key-id"]
+    assert api.status["conditions"][-1]["reason"] == "STSUnavailable"
+    assert events.posted == [("Warning", "STSUnavailable")]  # one Event per distinct failure
+    assert (first.failures, second.failures) == (1, 2)
+    assert 5 <= first.sleep_seconds < second.sleep_seconds <= 300 * 1.25
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    ({}, []),                                               # status matches the Secret: nothing to do
+    ({"accessKeyId": "stale"}, ["PATCH status"]),           # a crash between Secret and status: repaired
+    ({"renewalTime": "2000-01-01T00:00:00Z"}, ["PATCH status"]),
+    ({"observedGeneration": 0}, ["PATCH status"]),
+])
+def test_repairing_only_the_status(damage: dict[str, Any], expected: list[str]) -> None:
+    api, cr = issued_cr()
+    cr["status"].update(damage)
+    secret = copy.deepcopy(api.secrets[("team", "app-aws")])
+    api.requests.clear()
+    issuer, events = Issuer(), Events()
+    result = run_pass(make(api, issuer, events), cr)
+    assert api.requests == ["GET secrets", *expected]
+    assert issuer.issued == 0 and events.posted == []
+    assert api.secrets[("team", "app-aws")] == secret
+    assert result.failures == 0
+
+
+def test_rotation_replaces_at_the_read_version() -> None:
+    api, cr = issued_cr()
+    cr["metadata"]["annotations"] = {"vaultsts.io/rotate": "1"}
+    api.requests.clear()
+    issuer, events = Issuer(), Events()
+    issuer.issued = 1
+    run_pass(make(api, issuer, events), cr)
+    assert api.requests == ["GET secrets", "PUT secrets", "PATCH status"]
+    assert events.posted == [("Normal", "Rotated")]
+    assert api.secrets[("team", "app-aws")]["metadata"]["annotations"]["vaultsts.io/rotate-request"] == "1"
+
+
+def test_a_credential_deleted_unseen_is_reported_gone() -> None:
+    api, issuer, events = Api(), Issuer(), Events()
+    api.gone = True
+    result = run_pass(make(api, issuer, events), body(), secret_absent=True)
+    assert result.gone and result.failures == 0
+    assert events.posted == []  # nothing announced about an object that is not there
+
+
+def _rotate(cr: dict[str, Any]) -> dict[str, Any]:
+    cr["metadata"]["annotations"] = {"vaultsts.io/rotate": "1"}
+    return cr
+
+
+@pytest.mark.parametrize(("meddle", "expected"), [
+    (None, ["PUT secrets", "PATCH status"]),                                   # as we left it: no read
+    ("replace", ["PUT secrets", "GET secrets", "PUT secrets", "PATCH status"]),  # changed since: read, check
+    ("delete", ["PUT secrets", "GET secrets", "POST secrets", "PATCH status"]),  # deleted by hand: created
+])
+def test_a_known_secret_is_replaced_without_a_read(meddle: str | None, expected: list[str]) -> None:
+    api, cr, known = issued_with_known()
+    assert known is not None and known.name == "app-aws"
+    if meddle == "replace":
+        api._store(api.secrets[("team", "app-aws")])
+    elif meddle == "delete":
+        del api.secrets[("team", "app-aws")]
+    api.requests.clear()
+    issuer, events = Issuer(), Events()
+    issuer.issued = 1
+    result = run_pass(make(api, issuer, events), _rotate(cr), known=known)
+    assert api.requests == expected
+    secret = api.secrets[("team", "app-aws")]
+    assert secret["metadata"]["annotations"]["vaultsts.io/access-key-id"] == "ASIA2"
+    assert result.secret.resource_version == secret["metadata"]["resourceVersion"]
+
+
+def test_a_known_secret_of_another_owner_is_not_overwritten() -> None:
+    api, cr, known = issued_with_known()
+    api.secrets[("team", "app-aws")] = copy.deepcopy(FOREIGN)  # replaced by someone else meanwhile
+    result = run_pass(make(api, Issuer(), Events()), _rotate(cr), known=known)
+    assert api.secrets[("team", "app-aws")] == FOREIGN
+    assert result.failures == 1 and api.status["conditions"][-1]["reason"] == "SecretConflict"
+
+
+def test_a_pass_that_is_not_due_asks_nothing() -> None:
+    api, cr, known = issued_with_known()
+    api.requests.clear()
+    result = run_pass(make(api, Issuer(), Events()), cr, known=known)
+    assert api.requests == []
+    assert result.secret == known and result.failures == 0
