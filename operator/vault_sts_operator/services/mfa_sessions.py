@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from vault_sts_operator import metrics
 from vault_sts_operator.api.specs import IdentitySpec
 from vault_sts_operator.domain.credentials import TemporaryCredentials
 
@@ -63,6 +64,7 @@ class MfaSessionCache:
                 return usable
             creds = await self._create(identity)
             self._entries[identity.name] = _Entry(identity.session_key, creds)
+            metrics.mfa_session_created(identity.name, creds.expiration.timestamp())
             log.info("MFA session for identity %s created (access key %s, expires %s)",
                      identity.name, creds.access_key_id, creds.expiration.isoformat())
             return creds
@@ -72,6 +74,8 @@ class MfaSessionCache:
         entry = self._entries.get(identity_name)
         if entry is not None and entry.credentials.access_key_id == access_key_id:
             del self._entries[identity_name]
+            metrics.mfa_session_forgotten(identity_name)
 
     def forget(self, identity_name: str) -> None:
         self._entries.pop(identity_name, None)
+        metrics.mfa_session_forgotten(identity_name)

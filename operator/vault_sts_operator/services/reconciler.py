@@ -92,11 +92,14 @@ class CredentialReconciler:
             metrics.SECONDS_UNTIL_EXPIRY.labels(namespace=namespace, name=name).set(
                 (record.expiration - self._clock()).total_seconds())
             metrics.EXPIRATION_TIMESTAMP.labels(namespace=namespace, name=name).set(record.expiration.timestamp())
+            metrics.RENEWAL_TIMESTAMP.labels(namespace=namespace, name=name).set(renew_at.timestamp())
+            metrics.credential_ready(namespace, name, ready=True, reason=reasons.ISSUED)
             return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), MAX_SLEEP_SECONDS),
                               ready=True, failures=0)
         except IssuingError as exc:
             failures += 1
             metrics.FAILURES.labels(reason=exc.reason).inc()
+            metrics.credential_ready(namespace, name, ready=False, reason=exc.reason)
             await self._report_failure(body, exc, status)
             delay = (backoff_delay(failures, base=TRANSIENT_BACKOFF[0], cap=TRANSIENT_BACKOFF[1],
                                    jitter_key=f"{namespace}/{name}")
