@@ -1,4 +1,4 @@
-"""`vault-sts-operator run`: kopf with the project's settings and handlers."""
+"""`vault-sts-operator`: `run` the operator; `status`, `rotate`, `check-identity` and `mfa enroll` for people."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from vault_sts_operator import __version__
 from vault_sts_operator.api.specs import KubernetesAuth, SecretKeyRef, TokenAuth, VaultAuth, VaultConnection
 from vault_sts_operator.config import OperatorConfig
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0: off)")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' off)")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
-    run.add_argument("--verbose", action="store_true")
+    run.add_argument("--verbose", action="store_true",
+                     help="debug level, and kopf's per-handler lines (which --log-level alone keeps off)")
+    run.add_argument("--log-level", choices=LOG_LEVELS, default="",
+                     help="the operator's log level (default: info, or debug with --verbose); boto3, botocore "
+                          "and urllib3 stay at warning whatever the level (their debug lines carry request bodies)")
     run.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
                      help="namespace of the per-MFA-device Leases (env POD_NAMESPACE)")
     run.add_argument("--peering", default="", metavar="NAME",
@@ -46,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sts-concurrency", type=int, default=16, help="STS calls in flight at most")
     run.add_argument("--restart-debounce", type=float, default=10.0, metavar="SECONDS",
                      help="rollout restarts asked for within this window are done once")
+    from vault_sts_operator import ctl  # the verbs for people: status, rotate, check-identity, mfa enroll
+
+    ctl.add_verbs(sub)
     return parser
 
 
@@ -86,6 +95,10 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "run":
+        from vault_sts_operator import ctl
+
+        return ctl.dispatch(args)
     config = config_from_args(args)
 
     import kopf  # imported late: `--help` stays fast and free of kopf's logging setup
@@ -98,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf logs every handler run at INFO ("Handler ... succeeded"): several lines per watch event,
         # thousands when a thousand credentials settle. Our own INFO lines stay.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if args.log_level:
+        logging.getLogger().setLevel(args.log_level.upper())
+    logging.getLogger("boto3").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     kopf.run(

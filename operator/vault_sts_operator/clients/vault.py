@@ -143,6 +143,10 @@ class VaultSession:
                 metrics.VAULT_LATENCY.labels(operation=operation).observe(time.perf_counter() - started)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def ensure_login(self) -> None:
+        """Log in now if there is no fresh token (`check-identity`: the login alone, no read)."""
+        self._ensure_token()
+
     # -- reads the issuing flow needs -------------------------------------------------
     def read_access_key(self, mount: str, path: str, id_key: str, secret_key: str) -> AccessKey:
         full = f"{mount}/data/{path}"
