@@ -117,7 +117,7 @@ def test_install_creates_every_object(stack, chart_release):
         ("update", "leases.coordination.k8s.io", "kube-system", False),
         ("patch", "deployments.apps", "team-x", True),
         ("delete", "deployments.apps", "team-x", False),
-        ("patch", "assumedrolecredentials.vaultsts.io/status", "team-x", True),
+        ("patch", "assumedrolecredentials.vaultsts.io --subresource=status", "team-x", True),
         ("delete", "assumedrolecredentials.vaultsts.io", "team-x", False),
         ("create", "mfaidentities.vaultsts.io", "", False),
         ("get", "configmaps", "team-x", False),
@@ -126,5 +126,5 @@ def test_install_creates_every_object(stack, chart_release):
 )
 def test_rbac_is_no_more_than_needed(stack, chart_release, verb, resource, namespace, allowed):
     scope = ["-n", namespace] if namespace else ["--all-namespaces"]
-    result = kubectl(stack, "auth", "can-i", verb, resource, *scope, f"--as={SA}", check=False)
+    result = kubectl(stack, "auth", "can-i", verb, *resource.split(), *scope, f"--as={SA}", check=False)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stdout, result.stderr)

@@ -115,7 +115,9 @@ def team(stack: StackEnv, chart_release: str, unique: str):
     [
         ("alice", "create", "assumedrolecredentials.vaultsts.io", True, True),
         ("alice", "delete", "assumedrolecredentials.vaultsts.io", True, True),
-        ("alice", "patch", "assumedrolecredentials.vaultsts.io/status", True, False),
+        # `kubectl auth can-i VERB RESOURCE/NAME` reads the part after "/" as a name: the status
+        # subresource needs --subresource.
+        ("alice", "patch", "assumedrolecredentials.vaultsts.io --subresource=status", True, False),
         ("alice", "create", "mfaidentities.vaultsts.io", False, False),
         ("alice", "get", "mfaidentities.vaultsts.io", False, False),
         ("victor", "list", "assumedrolecredentials.vaultsts.io", True, True),
@@ -129,7 +131,8 @@ def test_aggregated_roles_on_the_apiserver(stack, team, unique, who, verb, resou
     scope = ["-n", team] if in_namespace else []
 
     def answer() -> bool:
-        result = kubectl(stack, "auth", "can-i", verb, resource, *scope, f"--as={who}-{unique}", check=False)
+        result = kubectl(stack, "auth", "can-i", verb, *resource.split(), *scope, f"--as={who}-{unique}",
+                         check=False)
         return result.stdout.strip() == ("yes" if allowed else "no")
 
     # The aggregation controller fills view/edit/admin within moments of the chart's install.
