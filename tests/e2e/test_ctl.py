@@ -37,11 +37,8 @@ def team(stack, kube, unique, issued):
 
 
 def secret_values(kube, namespace: str, name: str) -> list[str]:
-    import base64
-
-    data = kube.secret(namespace, name)["data"]
-    return [base64.b64decode(v).decode() for k, v in data.items()
-            if k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+    data = kube.secret(namespace, name)["data"]  # decoded by the helper
+    return [v for k, v in data.items() if k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
 
 
 def test_status_shows_conditions_expiry_secret_and_events_without_secrets(stack, kube, team):

@@ -79,7 +79,8 @@ def test_examples_run_as_written(stack, kube, emulator_admin, vault, issued):
     kubectl(stack, "apply", "-f", "-", stdin=example("assumedrolecredential.yaml", stack))
     namespace, name = credential["metadata"]["namespace"], credential["metadata"]["name"]
     kube.wait_ready(namespace, name, timeout=90)
-    secret = kube.secret(namespace, credential["spec"]["target"]["secretName"])
+    secret_name = credential["spec"]["target"]["secretName"]
+    secret = kube.secret(namespace, secret_name)
     issued.add_secret(secret)
     for deployment in ("deployment-envfrom.yaml", "deployment-credentials-file.yaml",
                        "deployment-credential-process.yaml"):
@@ -93,10 +94,10 @@ def test_examples_run_as_written(stack, kube, emulator_admin, vault, issued):
             volumes = {v["name"]: v for v in pod.get("volumes", [])}
             if "aws" in volumes:  # the mounted Secret keys exist
                 source = volumes["aws"]["secret"]
-                assert source["secretName"] == secret["metadata"]["name"]
+                assert source["secretName"] == secret_name
                 assert {item["key"] for item in source["items"]} <= set(secret["data"])
             else:
-                assert pod["containers"][0]["envFrom"][0]["secretRef"]["name"] == secret["metadata"]["name"]
+                assert pod["containers"][0]["envFrom"][0]["secretRef"]["name"] == secret_name
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "credentials",
             "credential_process.json"} <= set(secret["data"])
     # The rollout restart target of the example exists now: a rotation restarts it.
