@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv build image stack stack-down demo test test-unit lint lock check-image clean
+.PHONY: venv build image stack stack-down demo test test-unit lint lock check-image sbom clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ lock: $(STAMP)  ## regenerate requirements/operator.lock and build.lock (hashed;
 check-image: $(STAMP)  ## lint the Dockerfile and run its install steps in a fresh venv (no Docker needed)
 	$(VENV)/bin/hadolint Dockerfile
 	bash scripts/check_image_recipe.sh
+
+sbom: $(STAMP)  ## CycloneDX SBOM of what the image installs (requirements/operator.lock + this package): dist/sbom.cdx.json
+	mkdir -p dist
+	$(VENV)/bin/cyclonedx-py requirements --pyproject pyproject.toml --mc-type application --output-reproducible \
+		--of JSON -o dist/sbom.cdx.json requirements/operator.lock
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

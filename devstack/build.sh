@@ -81,8 +81,22 @@ build_helm() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# promtool (Prometheus's rule and metrics checker), from the prometheus module (v0.3xx.y is Prometheus 3.xx.y).
+build_promtool() {
+  local out="$cache/bin/promtool-$PROMETHEUS_VERSION"
+  if [[ -x $out/promtool ]]; then log "promtool $PROMETHEUS_VERSION cached"; return; fi
+  local src="$cache/src/promtool-$PROMETHEUS_VERSION"
+  rm -rf "$out.tmp"; mkdir -p "$src" "$out.tmp"; cd "$src"
+  printf 'module vso.local/promtoolbuild\n\ngo %s\n' "$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')" > go.mod
+  go get "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+  log "go build promtool (slow: a few minutes)"
+  go build -trimpath -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+    -o "$out.tmp/promtool" github.com/prometheus/prometheus/cmd/promtool
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes helm)
+[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes helm promtool)
 for c in "${components[@]}"; do
   ( "build_$c" )
 done

@@ -41,6 +41,8 @@ CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
     "root-ca-certificate-publisher-controller",
+    # ClusterRoles with aggregationRule (view/edit/admin pick up the chart's aggregated roles).
+    "clusterrole-aggregation-controller",
 )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import errors, mfa, policy, protocol, sigv4, sts
+from . import errors, iam, mfa, policy, protocol, sigv4, sts
 from .counters import Counters
 from .faults import Fault, FaultBook
 from .model import (
@@ -62,6 +62,7 @@ class Emulator:
         self.state = State()
         self.counters = Counters()
         self.faults = FaultBook([])
+        self.iam = iam.IamState()
         if state_file is not None and state_file.exists():
             self.state = State.from_json(json.loads(state_file.read_text()))
 
@@ -139,6 +140,21 @@ class Emulator:
             "InvalidAction", f"Could not find operation {action} for version 2011-06-15", 400
         )
 
+    def call_iam(
+        self, action: str, request: sigv4.SignedRequest, params: Mapping[str, str], request_id: str
+    ) -> Outcome:
+        """IAM's MFA enrolment actions (iam.py); pending devices are not persisted."""
+        with self._lock:
+            cred = iam.authenticate(self.state, request, self._wall_clock(), self.now())
+            caller = self.state.principal(cred).arn
+            try:
+                body = iam.call(self.state, self.iam, cred, action, params, self.now())
+            except errors.STSError as exc:
+                exc.caller_arn = caller
+                raise
+            self._save()
+            return Outcome(action, caller, body.replace("{request_id}", request_id).encode())
+
     # --- admin ---------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -146,6 +162,7 @@ class Emulator:
             self.state = State()
             self.counters = Counters()
             self.faults = FaultBook([])
+            self.iam = iam.IamState()
             self._offset = 0.0
             self._save()
 

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from . import errors, protocol, sigv4, sts
+from . import errors, iam, protocol, sigv4, sts
 from .emulator import AdminError, Emulator
 from .faults import Fault, FaultKind
 
@@ -119,6 +119,7 @@ class Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         action = "-"
         caller = "-"
+        is_iam = False
         try:
             if self.command not in ("GET", "POST"):
                 raise errors.STSError("InvalidAction", f"Unsupported method {self.command}", 400)
@@ -127,7 +128,8 @@ class Handler(BaseHTTPRequestHandler):
             if not action:
                 raise errors.STSError("MissingAction", "Missing Action", 400)
             version = params.get("Version", protocol.API_VERSION)
-            if action not in sts.ACTIONS or version != protocol.API_VERSION:
+            is_iam = version == iam.API_VERSION and action in iam.ACTIONS  # MFA enrolment (iam.py)
+            if not is_iam and (action not in sts.ACTIONS or version != protocol.API_VERSION):
                 raise errors.STSError(
                     "InvalidAction", f"Could not find operation {action} for version {version}", 400
                 )
@@ -141,7 +143,8 @@ class Handler(BaseHTTPRequestHandler):
                     raise errors.internal_failure(fault.status)
             headers = {name.lower(): ",".join(self.headers.get_all(name) or []) for name in self.headers}
             request = sigv4.SignedRequest(self.command, path, query, headers, body)
-            outcome = emulator.call(action, request, params, request_id)
+            outcome = (emulator.call_iam(action, request, params, request_id) if is_iam
+                       else emulator.call(action, request, params, request_id))
             caller = outcome.caller_arn
             self._send(200, outcome.body, "text/xml", request_id)
             result = "OK"
@@ -149,7 +152,8 @@ class Handler(BaseHTTPRequestHandler):
         except errors.STSError as exc:
             caller = exc.caller_arn or caller
             emulator.record_error(exc.code)
-            self._send(exc.status, protocol.render_error(exc, request_id), "text/xml", request_id)
+            render = iam.render_error if is_iam else protocol.render_error
+            self._send(exc.status, render(exc, request_id), "text/xml", request_id)
             result = exc.code
             status = exc.status
         log.info(

@@ -208,9 +208,9 @@ def check_shape(request: SignedRequest, auth: Authorization, now: float, service
     return amz_date
 
 
-def verify(request: SignedRequest, auth: Authorization, secret: str, now: float) -> None:
-    """Raise ``STSError`` unless ``request`` is correctly signed with ``secret``."""
-    amz_date = check_shape(request, auth, now)
+def verify(request: SignedRequest, auth: Authorization, secret: str, now: float, service: str = "sts") -> None:
+    """Raise ``STSError`` unless ``request`` is correctly signed with ``secret`` for ``service``."""
+    amz_date = check_shape(request, auth, now, service)
     if not _HEX64.fullmatch(auth.signature):
         raise errors.signature_mismatch()
     expected = compute_signature(request, auth, amz_date, secret)

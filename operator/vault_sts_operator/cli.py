@@ -1,4 +1,4 @@
-"""`vault-sts-operator run`: kopf with the project's settings and handlers."""
+"""`vault-sts-operator`: `run` the operator; `status`, `rotate`, `check-identity` and `mfa enroll` for people."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from vault_sts_operator import __version__
 from vault_sts_operator.api.specs import KubernetesAuth, SecretKeyRef, TokenAuth, VaultAuth, VaultConnection
 from vault_sts_operator.config import OperatorConfig
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0: off)")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' off)")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
-    run.add_argument("--verbose", action="store_true")
+    run.add_argument("--verbose", action="store_true",
+                     help="debug level, and kopf's per-handler lines (which --log-level alone keeps off)")
+    run.add_argument("--log-level", choices=LOG_LEVELS, default="",
+                     help="the operator's log level (default: info, or debug with --verbose); boto3, botocore "
+                          "and urllib3 stay at warning whatever the level (their debug lines carry request bodies)")
     run.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
                      help="namespace of the per-MFA-device Leases (env POD_NAMESPACE)")
     run.add_argument("--peering", default="", metavar="NAME",
@@ -65,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rotate-min-interval", type=float, default=OperatorConfig.rotate_min_interval_seconds,
                      metavar="SECONDS", help="the rotate annotation reissues a Secret only once it is this old "
                      "(default %(default)s); an earlier request waits until then")
+
+    from vault_sts_operator import ctl  # the verbs for people: status, rotate, check-identity, mfa enroll
+
+    ctl.add_verbs(sub)
     return parser
 
 
@@ -131,6 +141,10 @@ def fallback_identity(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "run":
+        from vault_sts_operator import ctl
+
+        return ctl.dispatch(args)
     config = config_from_args(args)
 
     import kopf  # imported late: `--help` stays fast and free of kopf's logging setup
@@ -146,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf logs every handler run at INFO ("Handler ... succeeded"): several lines per watch event,
         # thousands when a thousand credentials settle. Our own INFO lines stay.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if args.log_level:
+        logging.getLogger().setLevel(args.log_level.upper())
+    logging.getLogger("boto3").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     identity = fallback_identity(os.environ, getpass.getuser, socket.gethostname)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import platform
+import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -36,16 +38,64 @@ SCHEDULED_CREDENTIALS = Gauge(f"{_NS}_credentials_scheduled",
 ROLLOUT_RESTARTS = Counter(f"{_NS}_rollout_restarts_total", "Workloads restarted after a rotation", ["kind"])
 ROLLOUT_RESTARTS_REFUSED = Counter(f"{_NS}_rollout_restarts_refused_total",
                                    "Rollout restarts not done: the workload does not opt in", ["kind"])
+CREDENTIAL_READY = Gauge(
+    f"{_NS}_credential_ready_status",
+    "1 when the AssumedRoleCredential is Ready, 0 when not; reason is its Ready condition's reason "
+    "(one series per credential)", ["namespace", "name", "reason"])
+RENEWAL_TIMESTAMP = Gauge(
+    f"{_NS}_credential_renewal_timestamp_seconds", "Unix time of the credential's next scheduled rotation",
+    ["namespace", "name"])
+MFA_SESSION_EXPIRATION = Gauge(
+    f"{_NS}_mfa_session_expiration_timestamp_seconds",
+    "Unix time at which the identity's cached MFA session (GetSessionToken) expires", ["identity"])
+BUILD_INFO = Gauge(f"{_NS}_build_info", "Always 1; the labels say which build runs",
+                   ["version", "python_version"])
+
+# The reason label of each credential's ready series, so a changed reason replaces the old series.
+_ready_reasons: dict[tuple[str, str], str] = {}
+_ready_lock = threading.Lock()
+
+
+def credential_ready(namespace: str, name: str, *, ready: bool, reason: str) -> None:
+    """Record the credential's Ready condition: one series per credential, value 1 or 0."""
+    with _ready_lock:
+        previous = _ready_reasons.get((namespace, name))
+        if previous is not None and previous != reason:
+            with contextlib.suppress(KeyError):
+                CREDENTIAL_READY.remove(namespace, name, previous)
+        _ready_reasons[(namespace, name)] = reason
+        CREDENTIAL_READY.labels(namespace=namespace, name=name, reason=reason).set(1 if ready else 0)
+
+
+def mfa_session_created(identity: str, expiration_timestamp: float) -> None:
+    MFA_SESSION_EXPIRATION.labels(identity=identity).set(expiration_timestamp)
+
+
+def mfa_session_forgotten(identity: str) -> None:
+    with contextlib.suppress(KeyError):
+        MFA_SESSION_EXPIRATION.remove(identity)
+
+
+def record_build_info() -> None:
+    from vault_sts_operator import __version__  # late: metrics is imported by the package's modules
+
+    BUILD_INFO.labels(version=__version__, python_version=platform.python_version()).set(1)
 
 
 def forget_credential(namespace: str, name: str) -> None:
     """Drop the per-credential series of a deleted AssumedRoleCredential."""
-    for gauge in (SECONDS_UNTIL_EXPIRY, EXPIRATION_TIMESTAMP):
+    for gauge in (SECONDS_UNTIL_EXPIRY, EXPIRATION_TIMESTAMP, RENEWAL_TIMESTAMP):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
+    with _ready_lock:
+        reason = _ready_reasons.pop((namespace, name), None)
+        if reason is not None:
+            with contextlib.suppress(KeyError):
+                CREDENTIAL_READY.remove(namespace, name, reason)
 
 
 def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
     """Expose /metrics on `port` (0 disables)."""
+    record_build_info()
     if port:
         start_http_server(port, registry=registry)

@@ -12,6 +12,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -112,9 +114,11 @@ def test_dockerfile_runtime_contract():
 
 
 def test_chart_runs_the_image_as_its_user():
-    deployment = (ROOT / "charts/vault-sts-operator/templates/deployment.yaml").read_text()
-    assert "runAsUser: 65532" in deployment and "runAsGroup: 65532" in deployment
-    assert "readOnlyRootFilesystem: true" in deployment and "mountPath: /tmp" in deployment
+    chart = ROOT / "charts/vault-sts-operator"
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert values["podSecurityContext"]["runAsUser"] == 65532 and values["podSecurityContext"]["runAsGroup"] == 65532
+    assert values["containerSecurityContext"]["readOnlyRootFilesystem"] is True
+    assert "mountPath: /tmp" in (chart / "templates/deployment.yaml").read_text()
 
 
 def test_dockerignore_is_an_allow_list_of_the_copied_files():

@@ -25,7 +25,8 @@ IDENTITY = parse_identity("ops", "u", {
     "vault": {"address": "https://v", "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}},
     "accessKey": {"kv": {"path": "aws/ops"}},
     "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
-    "allowedNamespaces": ["team"], "allowedRoleArns": ["arn:aws:iam::123456789012:role/*"]}, default_vault=None, operator_namespace="x")
+    "allowedNamespaces": ["team"], "allowedRoleArns": ["arn:aws:iam::123456789012:role/*"]},
+    default_vault=None, operator_namespace="x")
 
 
 class Api:

@@ -194,6 +194,10 @@ class VaultSession:
             if self._generation == generation:
                 self._do_login()
 
+    def ensure_login(self) -> None:
+        """Log in now if there is no fresh token (`check-identity`: the login alone, no read)."""
+        self._ensure_token()
+
     # -- reads the issuing flow needs -------------------------------------------------
     def read_access_key(self, mount: str, path: str, id_key: str, secret_key: str) -> AccessKey:
         full = f"{mount}/data/{path}"

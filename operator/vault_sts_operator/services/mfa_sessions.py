@@ -139,6 +139,7 @@ class MfaSessionCache:
             creds = await self._provider(identity).create(identity)
             metrics.MFA_SESSIONS.labels(identity=identity.name).inc()
             self._entries[identity.name] = _Entry(identity.session_key, creds)
+            metrics.mfa_session_created(identity.name, creds.expiration.timestamp())
             log.info("MFA session for identity %s created (access key %s, expires %s)",
                      identity.name, creds.access_key_id, creds.expiration.isoformat())
             if self._on_session is not None:
@@ -150,6 +151,8 @@ class MfaSessionCache:
         entry = self._entries.get(identity_name)
         if entry is not None and entry.credentials.access_key_id == access_key_id:
             del self._entries[identity_name]
+            metrics.mfa_session_forgotten(identity_name)
 
     def forget(self, identity_name: str) -> None:
         self._entries.pop(identity_name, None)
+        metrics.mfa_session_forgotten(identity_name)

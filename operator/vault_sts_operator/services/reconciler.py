@@ -137,6 +137,8 @@ class CredentialReconciler:
             metrics.SECONDS_UNTIL_EXPIRY.labels(namespace=namespace, name=name).set(
                 (record.expiration - self._clock()).total_seconds())
             metrics.EXPIRATION_TIMESTAMP.labels(namespace=namespace, name=name).set(record.expiration.timestamp())
+            metrics.RENEWAL_TIMESTAMP.labels(namespace=namespace, name=name).set(renew_at.timestamp())
+            metrics.credential_ready(namespace, name, ready=True, reason=reasons.ISSUED)
             return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), self._max_sleep),
                               failures=0, status=written, secret=known)
         except _CredentialGone:
@@ -145,6 +147,7 @@ class CredentialReconciler:
         except IssuingError as exc:
             failures += 1
             metrics.FAILURES.labels(reason=exc.reason).inc()
+            metrics.credential_ready(namespace, name, ready=False, reason=exc.reason)
             reported = await self._report_failure(body, exc, status)
             delay = retry_delay(failures, transient=exc.transient, jitter_key=f"{namespace}/{name}")
             log.warning("%s/%s not issued (%s): %s; next attempt in %.0fs", namespace, name, exc.reason,

@@ -1,0 +1,114 @@
+"""`vault-sts-operator status NAME -n NS`: conditions, expiry, renewal, Secret and the last Events."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from vault_sts_operator.api import constants as c
+from vault_sts_operator.ctl.errors import OK, UNHEALTHY
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], exit_help: str) -> None:
+    parser = sub.add_parser("status", help="show an AssumedRoleCredential: conditions, expiry, Secret, Events",
+                            description=__doc__, epilog=exit_help,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="the AssumedRoleCredential")
+    parser.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    parser.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    parser.add_argument("--events", type=int, default=5, metavar="N", help="how many of the last Events (5)")
+    parser.set_defaults(handler=run)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _relative(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "-"
+    seconds = int((when - now).total_seconds())
+    magnitude = abs(seconds)
+    text = f"{magnitude // 3600}h{magnitude % 3600 // 60:02d}m" if magnitude >= 3600 else \
+        f"{magnitude // 60}m{magnitude % 60:02d}s"
+    return f"{when.isoformat().replace('+00:00', 'Z')} (in {text})" if seconds >= 0 else \
+        f"{when.isoformat().replace('+00:00', 'Z')} ({text} ago)"
+
+
+def gather(kube: Any, namespace: str, name: str, events: int) -> dict[str, Any]:
+    body = kube.credential(namespace, name)
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    secret_name = status.get("secretName") or (spec.get("target") or {}).get("secretName") or name
+    secret = kube.secret_metadata(namespace, secret_name)
+    items = kube.events(namespace, c.CREDENTIAL_KIND, name)
+    items.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or
+                                 (e.get("metadata") or {}).get("creationTimestamp") or ""))
+    ready = next((cond for cond in status.get("conditions") or [] if cond.get("type") == "Ready"), None)
+    return {
+        "namespace": namespace, "name": name,
+        "identity": (spec.get("identityRef") or {}).get("name"), "roleArn": spec.get("roleArn"),
+        "mfa": spec.get("mfa", "session"),
+        "ready": ready, "conditions": status.get("conditions") or [],
+        "observedGeneration": status.get("observedGeneration"),
+        "generation": (body.get("metadata") or {}).get("generation"),
+        "accessKeyId": status.get("accessKeyId"), "assumedRoleArn": status.get("assumedRoleArn"),
+        "issuedAt": status.get("issuedAt"), "expiration": status.get("expiration"),
+        "renewalTime": status.get("renewalTime"),
+        "secret": {"name": secret_name, "exists": secret is not None,
+                   "keys": secret["keys"] if secret else [],
+                   "ownedByCredential": bool(secret) and any(
+                       ref.get("uid") == (body.get("metadata") or {}).get("uid")
+                       for ref in secret["metadata"].get("ownerReferences") or [])},
+        "rotateRequested": ((body.get("metadata") or {}).get("annotations") or {}).get(c.ROTATE_ANNOTATION),
+        "events": [{"type": e.get("type"), "reason": e.get("reason"), "message": e.get("message"),
+                    "count": e.get("count") or 1,
+                    "last": e.get("lastTimestamp") or e.get("eventTime")} for e in items[-events:]],
+    }
+
+
+def render(info: dict[str, Any], now: datetime) -> str:
+    ready = info["ready"] or {}
+    lines = [
+        f"AssumedRoleCredential {info['namespace']}/{info['name']}",
+        f"  Identity:     {info['identity']}   (mfa: {info['mfa']})",
+        f"  Role:         {info['roleArn']}",
+        f"  Ready:        {ready.get('status', 'Unknown')} ({ready.get('reason', 'no condition yet')})"
+        f" since {ready.get('lastTransitionTime', '-')}",
+        f"  Message:      {ready.get('message', '-')}",
+        f"  Generation:   {info['generation']} (observed {info['observedGeneration']})",
+        f"  Access key:   {info['accessKeyId'] or '-'}   {info['assumedRoleArn'] or ''}".rstrip(),
+        f"  Issued:       {_relative(_parse_time(info['issuedAt']), now)}",
+        f"  Expiration:   {_relative(_parse_time(info['expiration']), now)}",
+        f"  Renewal:      {_relative(_parse_time(info['renewalTime']), now)}",
+    ]
+    secret = info["secret"]
+    if secret["exists"]:
+        owner = "" if secret["ownedByCredential"] else "  (NOT owned by this credential)"
+        lines.append(f"  Secret:       {secret['name']}: {', '.join(secret['keys'])}{owner}")
+    else:
+        lines.append(f"  Secret:       {secret['name']} (does not exist)")
+    if info["rotateRequested"]:
+        lines.append(f"  Rotate annotation: {info['rotateRequested']}")
+    lines.append(f"Events (last {len(info['events'])}):" if info["events"] else "Events: none")
+    lines += [f"  {e['last'] or '-'}  {e['type']:<7} {e['reason']:<16} {e['message']}"
+              + (f" (x{e['count']})" if e["count"] > 1 else "") for e in info["events"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vault_sts_operator.ctl.kube import Kube
+
+    info = gather(Kube(), args.namespace, args.name, args.events)
+    if args.output == "json":
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print(render(info, datetime.now(UTC)))
+    return OK if (info["ready"] or {}).get("status") == "True" else UNHEALTHY

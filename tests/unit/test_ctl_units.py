@@ -1,0 +1,84 @@
+"""Pure parts of the verbs for people: consecutive TOTP codes, the status text, argument parsing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from vault_sts_operator.cli import _parser
+from vault_sts_operator.ctl.enroll import consecutive_codes
+from vault_sts_operator.ctl.status import render
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_consecutive_codes_wait_for_the_next_step():
+    clock = FakeClock(1000 * 30 + 12.0)
+    reads: list[float] = []
+
+    def read() -> tuple[str, int]:
+        reads.append(clock.now)
+        step = int(clock.now // 30)
+        return f"{step % 1_000_000:06d}", step
+
+    first, second = consecutive_codes(read, clock=clock, sleep=clock.sleep)
+    assert (first, second) == ("001000", "001001")
+    assert reads[1] >= 1001 * 30  # the second read happened in the next step, not before
+
+
+def test_consecutive_codes_start_again_after_oversleeping():
+    clock = FakeClock(1000 * 30 + 29.9)
+    steps = iter([1000, 1002, 1003])
+
+    def read() -> tuple[str, int]:
+        step = next(steps)
+        return f"{step:06d}", step
+
+    assert consecutive_codes(read, clock=clock, sleep=clock.sleep) == ("001002", "001003")
+
+
+def test_status_text_says_when_and_hides_nothing_it_should_show():
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    info = {
+        "namespace": "team-a", "name": "billing", "identity": "ops", "mfa": "session",
+        "roleArn": "arn:aws:iam::123456789012:role/app-billing",
+        "ready": {"status": "True", "reason": "Issued", "lastTransitionTime": "2026-11-26T11:40:00Z",
+                  "message": "issued"},
+        "generation": 2, "observedGeneration": 2, "accessKeyId": "ASIAEXAMPLE", "assumedRoleArn": "arn:x",
+        "issuedAt": "2026-11-26T11:40:00Z", "expiration": "2026-11-26T12:40:00Z",
+        "renewalTime": "2026-11-26T12:20:00Z",
+        "secret": {"name": "billing-aws", "exists": True, "keys": ["AWS_ACCESS_KEY_ID"], "ownedByCredential": False},
+        "rotateRequested": None,
+        "events": [{"type": "Normal", "reason": "Issued", "message": "m", "count": 3, "last": "t"}],
+    }
+    text = render(info, now)
+    assert "Ready:        True (Issued)" in text
+    assert "Expiration:   2026-11-26T12:40:00Z (in 40m00s)" in text
+    assert "Issued:       2026-11-26T11:40:00Z (20m00s ago)" in text
+    assert "NOT owned by this credential" in text
+    assert "(x3)" in text
+
+
+@pytest.mark.parametrize("argv", [["status"], ["rotate"], ["mfa", "enroll"], ["check-identity"], ["mfa"]])
+def test_missing_arguments_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(argv)
+    assert exit_info.value.code == 2
+
+
+def test_every_verb_documents_its_exit_codes(capsys):
+    for verb in (["status"], ["rotate"], ["check-identity"], ["mfa", "enroll"]):
+        with pytest.raises(SystemExit):
+            _parser().parse_args([*verb, "--help"])
+        out = capsys.readouterr().out
+        assert "exit codes:" in out and "3  no such" in out and "4  Kubernetes API" in out, verb
