@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv build stack stack-down demo test test-unit lint lock check-image clean
+.PHONY: venv build build-vault stack stack-down demo test test-unit lint lock check-image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ build:  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, helm,
 	bash devstack/build.sh
 	bash devstack/build_vault_aws.sh >/dev/null
 
-stack: $(STAMP) build
+build-vault:  ## build (or reuse) HashiCorp Vault for VSO_VAULT_FLAVOR=hashicorp (BUSL-1.1: local tests only)
+	bash devstack/build_vault_server.sh >/dev/null
+
+# VSO_VAULT_FLAVOR=hashicorp make stack: HashiCorp Vault in place of OpenBao (docs/vault-flavours.md)
+stack: $(STAMP) build $(if $(filter hashicorp,$(VSO_VAULT_FLAVOR)),build-vault)
 	$(PY) -m devstack up
 
 stack-down: $(STAMP)
@@ -28,8 +32,16 @@ stack-down: $(STAMP)
 demo: $(STAMP) build
 	$(PY) -m devstack.demo
 
-test: $(STAMP) build lint
-	$(PY) -m pytest
+# The whole suite against the first Vault flavour, then the suites that talk to a Vault against each
+# other flavour (the stack restarts with it). Every pass runs; the target fails if any pass failed.
+VAULT_FLAVORS ?= openbao hashicorp
+OTHER_FLAVOR_TESTS ?= tests/integration tests/e2e tests/faults
+test: $(STAMP) build build-vault lint
+	@rc=0; first=1; for flavor in $(VAULT_FLAVORS); do \
+	  if [ $$first = 1 ]; then tests=""; first=0; else tests="$(OTHER_FLAVOR_TESTS)"; fi; \
+	  echo "== pytest $${tests:-(all)} against VSO_VAULT_FLAVOR=$$flavor"; \
+	  VSO_VAULT_FLAVOR=$$flavor $(PY) -m pytest $$tests || rc=1; \
+	done; exit $$rc
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

@@ -15,7 +15,7 @@ def operator_vault(stack, make_identity):
     ident = make_identity("leastpriv")
     neighbour = make_identity("neighbour")
     jwt = request_token(stack, OPERATOR_NAMESPACE, OPERATOR_SA, expiration_seconds=600)
-    client = hvac.Client(url=stack.vault_addr)
+    client = stack.vault(token="")
     client.auth.kubernetes.login(role=ident.auth_role, jwt=jwt)
     yield client, ident, neighbour
     client.adapter.close()
