@@ -8,6 +8,7 @@ when Vault says the token is no longer valid.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -35,10 +36,26 @@ T = TypeVar("T")
 RENEW_AT_FRACTION = 2 / 3
 
 
+# Both flavours wrap some errors in go-multierror's text ("1 error occurred:\n\t* permission denied\n\n"),
+# others not ("permission denied"), and not in the same places: see docs/vault-flavours.md.
+_MULTIERROR = re.compile(r"^\d+ errors? occurred:\s*")
+
+
 def _vault_messages(exc: hvac.exceptions.VaultError) -> str:
-    errors = getattr(exc, "errors", None) or []
-    text = "; ".join(str(e) for e in errors)[:300]
-    return text or type(exc).__name__
+    """Vault's error messages on one line, whichever Vault and whichever wrapping."""
+    messages: list[str] = []
+    for error in getattr(exc, "errors", None) or []:
+        for line in _MULTIERROR.sub("", str(error)).split("\n"):
+            item = line.strip().removeprefix("* ").strip()
+            if item and item not in messages:
+                messages.append(item)
+    return "; ".join(messages)[:300] or type(exc).__name__
+
+
+def _login_refused(exc: hvac.exceptions.VaultError) -> bool:
+    """A login Vault refused (bad role, unbound ServiceAccount, wrong SecretID): 403 on some paths and
+    flavours, 400 on others (docs/vault-flavours.md). Either way, a permission problem, not an outage."""
+    return isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.InvalidRequest)
 
 
 class VaultSession:
@@ -95,8 +112,7 @@ class VaultSession:
             metrics.VAULT_CALLS.labels(operation="login", outcome="error").inc()
             raise VaultError(
                 f"Vault {self._strategy.method} login at {self.connection.address} failed: {_vault_messages(exc)}",
-                reason=reasons.VAULT_PERMISSION_DENIED if isinstance(exc, hvac.exceptions.Forbidden)
-                else reasons.VAULT_ERROR,
+                reason=reasons.VAULT_PERMISSION_DENIED if _login_refused(exc) else reasons.VAULT_ERROR,
             ) from None
         except (requests.RequestException, OSError) as exc:
             metrics.VAULT_CALLS.labels(operation="login", outcome="error").inc()
@@ -198,8 +214,11 @@ def _credentials_from_aws_engine(response: Any, path: str, ttl_seconds: int) -> 
     data = (response or {}).get("data") or {}
     if not data.get("access_key") or not data.get("secret_key"):
         raise VaultError(f"Vault returned no credentials at {path}")
-    lease = int((response or {}).get("lease_duration") or ttl_seconds)
-    expiration = datetime.now(UTC) + timedelta(seconds=lease)
+    # The lifetime is in the response: the engine's own `ttl` (seconds left on the STS credentials), else
+    # the lease's duration. STS credentials are not renewable, and some Vault versions register no lease for
+    # them at all (vault#15869: lease_id "", lease_duration 0), so nothing waits on or renews a lease.
+    lifetime = int(data.get("ttl") or (response or {}).get("lease_duration") or ttl_seconds)
+    expiration = datetime.now(UTC) + timedelta(seconds=lifetime)
     if data.get("expiration"):
         expiration = datetime.fromisoformat(str(data["expiration"]).replace("Z", "+00:00"))
     return TemporaryCredentials(
