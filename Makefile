@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv build image stack stack-down demo test test-unit lint lock check-image sbom clean
+.PHONY: venv build build-vault image stack stack-down demo test test-unit lint lock check-image sbom clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ build:  ## build (or reuse) etcd, the Kubernetes control plane and node binaries
 image: $(STAMP)  ## build (or reuse) the operator image with podman, load it into the running node (VSO_IMAGE)
 	$(PY) -m devstack.image
 
-stack: $(STAMP) build
+build-vault:  ## build (or reuse) HashiCorp Vault for VSO_VAULT_FLAVOR=hashicorp (BUSL-1.1: local tests only)
+	bash devstack/build_vault_server.sh >/dev/null
+
+# VSO_VAULT_FLAVOR=hashicorp make stack: HashiCorp Vault in place of OpenBao (docs/vault-flavours.md)
+stack: $(STAMP) build $(if $(filter hashicorp,$(VSO_VAULT_FLAVOR)),build-vault)
 	$(PY) -m devstack up
 
 stack-down: $(STAMP)
@@ -31,9 +35,17 @@ stack-down: $(STAMP)
 demo: $(STAMP) build
 	$(PY) -m devstack.demo
 
-test: $(STAMP) build lint
+# The whole suite against the first Vault flavour, then the suites that talk to a Vault against each
+# other flavour (the stack restarts with it). Every pass runs; the target fails if any pass failed.
+VAULT_FLAVORS ?= openbao hashicorp
+OTHER_FLAVOR_TESTS ?= tests/integration tests/e2e tests/faults
+test: $(STAMP) build build-vault lint
 	$(PY) -m devstack.image
-	$(PY) -m pytest
+	@rc=0; first=1; for flavor in $(VAULT_FLAVORS); do \
+	  if [ $$first = 1 ]; then tests=""; first=0; else tests="$(OTHER_FLAVOR_TESTS)"; fi; \
+	  echo "== pytest $${tests:-(all)} against VSO_VAULT_FLAVOR=$$flavor"; \
+	  VSO_VAULT_FLAVOR=$$flavor $(PY) -m pytest $$tests || rc=1; \
+	done; exit $$rc
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

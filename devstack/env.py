@@ -95,11 +95,25 @@ class StackEnv:
 
         return config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call,unused-ignore]
 
-    def vault(self, token: str | None = None) -> Any:
-        """An ``hvac.Client`` for OpenBao, with the root token unless another is given."""
+    @property
+    def vault_flavor(self) -> str:
+        """``openbao`` or ``hashicorp`` (devstack/vault_server.py)."""
+        return self.extra.get("VSO_VAULT_FLAVOR", "openbao")
+
+    @property
+    def vault_ca(self) -> Path | None:
+        """The CA that signed the Vault's TLS certificate (None for a plain-http Vault)."""
+        ca = self.extra.get("VAULT_CACERT")
+        return Path(ca) if ca else None
+
+    def vault(self, token: str | None = None, *, namespace: str | None = None) -> Any:
+        """An ``hvac.Client`` for the stack's Vault (OpenBao or HashiCorp Vault), with the root token unless
+        another is given, verifying its TLS certificate against the stack CA."""
         import hvac
 
-        return hvac.Client(url=self.vault_addr, token=self.vault_token if token is None else token)
+        ca = self.vault_ca
+        return hvac.Client(url=self.vault_addr, token=self.vault_token if token is None else token,
+                           verify=str(ca) if ca else True, namespace=namespace or None)
 
     def emulator(self) -> EmulatorAdmin:
         from devstack.sts_emulator.admin import EmulatorAdmin

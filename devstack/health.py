@@ -6,6 +6,7 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from devstack.pki import Pki
 
@@ -53,6 +54,11 @@ def default_service_account(url: str, pki: Pki) -> bool:
 
 def bao_healthy(addr: str) -> bool:
     return http_get(f"{addr}/v1/sys/health")[0] == 200
+
+
+def vault_status(addr: str, ca: Path) -> int:
+    """HTTP status of ``sys/health`` over TLS: 200 active, 501 not initialised, 503 sealed, ..."""
+    return http_get(f"{addr}/v1/sys/health", ssl.create_default_context(cafile=str(ca)))[0]
 
 
 def emulator_healthy(admin_url: str) -> bool:

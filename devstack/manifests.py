@@ -8,6 +8,23 @@ from devstack.env import StackEnv
 from devstack.seed import SeededIdentity
 
 GROUP, VERSION = "vaultsts.io", "v1alpha1"
+# The Secret (in the operator's namespace) holding the CA of the stack's Vault: devstack/vault_config.py.
+VAULT_CA_SECRET, VAULT_CA_KEY = "vault-ca", "ca.crt"
+
+
+def vault_tls(stack: StackEnv, how: str = "") -> dict[str, Any]:
+    """How an MFAIdentity trusts the stack's Vault certificate: ``caBundle`` (the PEM inline) or
+    ``caSecretRef`` (the Secret devstack publishes). By default each flavour takes one, so the suites
+    cover both paths: ``caBundle`` on HashiCorp Vault, ``caSecretRef`` on OpenBao."""
+    ca = stack.vault_ca
+    if ca is None:
+        return {}
+    how = how or ("caBundle" if stack.vault_flavor == "hashicorp" else "caSecretRef")
+    if how == "caBundle":
+        return {"caBundle": ca.read_text()}
+    if how == "caSecretRef":
+        return {"caSecretRef": {"name": VAULT_CA_SECRET, "key": VAULT_CA_KEY}}
+    raise ValueError(f"unknown CA source {how!r}")
 
 
 def mfa_identity(
@@ -19,6 +36,7 @@ def mfa_identity(
     allowed_role_arns: list[str] | None = None,
     vault_aws: str = "",  # "", "assumedRole" or "sessionToken"
     session_seconds: int = 43200,
+    vault_namespace: str = "",
 ) -> dict[str, Any]:
     access_key: dict[str, Any]
     if vault_aws:
@@ -31,7 +49,8 @@ def mfa_identity(
         "kind": "MFAIdentity",
         "metadata": {"name": name or seeded.name},
         "spec": {
-            "vault": {"address": stack.vault_addr,
+            "vault": {"address": stack.vault_addr, **vault_tls(stack),
+                      **({"namespace": vault_namespace} if vault_namespace else {}),
                       "auth": {"kubernetes": {"mount": seeded.auth_mount, "role": seeded.auth_role}}},
             "accessKey": access_key,
             "mfa": {"serialNumber": seeded.mfa_serial,

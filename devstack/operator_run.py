@@ -100,6 +100,8 @@ class OperatorProcess:
                "VSO_ALLOW_INSECURE_HTTP": "1"}
         env.pop("VAULT_TOKEN", None)  # the operator must log in to Vault itself
         env.pop("BAO_TOKEN", None)
+        for name in ("VAULT_CACERT", "BAO_CACERT", "REQUESTS_CA_BUNDLE"):  # trust only what the CRs name
+            env.pop(name, None)
         scope = [] if {"-n", "--namespace"} & set(self.extra_args) else ["--all-namespaces"]
         argv = [self.python, "-m", "vault_sts_operator", "run", *scope,
                 "--metrics-port", str(self.metrics_port),

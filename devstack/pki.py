@@ -43,6 +43,7 @@ class Pki:
     apiserver: CertPair
     admin: CertPair
     controller_manager: CertPair
+    vault: CertPair  # the stack's Vault (OpenBao or HashiCorp Vault) serving over TLS
     sa_key: Path
     sa_pub: Path
     scheduler: CertPair
@@ -72,6 +73,7 @@ def ensure_pki(directory: Path) -> Pki:
         apiserver=leaf("apiserver", _name("kube-apiserver"), server=True),
         admin=leaf("admin", _name("vso-admin", "system:masters"), server=False),
         controller_manager=leaf("kube-controller-manager", _name("system:kube-controller-manager"), False),
+        vault=leaf("vault", _name("vault"), server=True),
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
         scheduler=leaf("kube-scheduler", _name("system:kube-scheduler"), False),

@@ -57,12 +57,13 @@ class SeededIdentity:
     aws_mount: str = ""  # "aws" when Vault's AWS engine was configured with this identity's key
     aws_role: str = ""  # Vault AWS role (credential_type assumed_role) over ``role_arns``
     aws_session_role: str = ""  # Vault AWS role (credential_type session_token, MFA serial set)
+    vault_namespace: str = ""  # OpenBao / Vault Enterprise namespace holding every path above ("" = root)
 
     def role_arn(self, name: str) -> str:
         return f"arn:aws:iam::{self.account}:role/{name}"
 
     def read_secret_access_key(self, stack: StackEnv) -> str:
-        vault = stack.vault()
+        vault = stack.vault(namespace=self.vault_namespace)
         try:
             data = vault.secrets.kv.v2.read_secret_version(
                 path=self.kv_path, mount_point=self.kv_mount, raise_on_deleted_version=True
@@ -100,6 +101,7 @@ def seed_identity(
     bound_namespaces: tuple[str, ...] = ("vault-sts-operator",),
     bound_service_accounts: tuple[str, ...] = ("vault-sts-operator",),
     configure_vault_aws: bool = False,
+    vault_namespace: str = "",
 ) -> SeededIdentity:
     """Seed identity ``name``; names must be unique per running stack (the emulator refuses a second user).
 
@@ -107,6 +109,9 @@ def seed_identity(
     ``aws/config/root`` (one identity per mount: the last seeded wins) and create two Vault AWS roles:
     ``name`` (``assumed_role`` over the seeded role ARNs, no MFA: ``aws/sts/<name>``) and
     ``<name>-session`` (``session_token`` with this MFA serial: ``aws/creds/<name>-session`` with ``mfa_code``).
+
+    ``vault_namespace``: seed the Vault side into that namespace (which must already hold the KV, TOTP and
+    kubernetes auth mounts: ``devstack.vault_config.configure`` on a client in that namespace).
     """
     roles = roles if roles is not None else [RoleSpec(f"app-{name}")]
     admin = stack.emulator()
@@ -128,9 +133,9 @@ def seed_identity(
         role_arns.append(role["arn"])
 
     kv_mount, kv_path, totp_mount = "secret", f"aws/{name}", "totp"
-    aws_mount = stack.aws_mount
+    aws_mount = "" if vault_namespace else stack.aws_mount
     policy = f"vault-sts-operator-{name}"
-    vault = stack.vault()
+    vault = stack.vault(namespace=vault_namespace)
     try:
         vault.secrets.kv.v2.create_or_update_secret(
             path=kv_path,
@@ -183,6 +188,7 @@ def seed_identity(
         aws_mount=aws_mount if aws_role else "",
         aws_role=aws_role,
         aws_session_role=f"{aws_role}-session" if aws_role else "",
+        vault_namespace=vault_namespace,
     )
 
 

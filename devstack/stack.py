@@ -1,14 +1,16 @@
 """Bring the stack up (idempotently), report on it, and take it down.
 
-Processes: etcd, kube-apiserver, kube-controller-manager, OpenBao (dev server) and the STS emulator,
-all on loopback, all state under ``.stack/``; and one node (``devstack/node.py``: kube-scheduler, a
-network namespace with its forwarder, containerd, kubelet and kube-proxy) unless ``VSO_STACK_NODE=0``.
+Processes: etcd, kube-apiserver, kube-controller-manager, a Vault (OpenBao, or HashiCorp Vault with
+``VSO_VAULT_FLAVOR=hashicorp``: devstack/vault_server.py) and the STS emulator, all on loopback, all
+state under ``.stack/``; and one node (``devstack/node.py``: kube-scheduler, a network namespace with
+its forwarder, containerd, kubelet and kube-proxy) unless ``VSO_STACK_NODE=0``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import health, node, procs, vault_config
+from devstack import health, node, procs, vault_config, vault_server
 from devstack.env import StackEnv
 from devstack.kubeconfig import write_cert_kubeconfig
 from devstack.layout import AWS_PLUGIN_NAME, REPO_ROOT, Binaries, Layout, Ports
@@ -26,7 +28,7 @@ from devstack.pki import Pki, ensure_pki
 from devstack.procs import StackError
 
 # Start order; ``down`` stops in reverse.
-SERVICES = ("etcd", "sts-emulator", "openbao", "netns-forward", "kube-apiserver", "kube-controller-manager",
+SERVICES = ("etcd", "sts-emulator", vault_server.SERVICE, "netns-forward", "kube-apiserver", "kube-controller-manager",
             "kube-scheduler", "node")
 NODE_SERVICES = ("netns-forward", "kube-scheduler", "node")
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -55,20 +57,31 @@ class Stack:
     layout: Layout
     ports: Ports
     binaries: Binaries
+    vault_flavor: str = vault_server.DEFAULT_FLAVOR
 
     @classmethod
     def default(cls) -> Stack:
         """The stack of this checkout. While one runs, its recorded ports win over
-        ``VSO_STACK_PORT_OFFSET``, so every shell and test run talks to the same processes."""
+        ``VSO_STACK_PORT_OFFSET``, so every shell and test run talks to the same processes.
+        ``VSO_VAULT_FLAVOR`` picks the Vault when set (``up`` restarts a stack running the other
+        one); unset, the running stack's flavour, else OpenBao."""
         layout = Layout.default()
-        recorded = _read_state(layout).get("ports")
+        state = _read_state(layout)
+        recorded = state.get("ports")
         try:
             # a stack recorded before a port was added gets today's ports (it restarts anyway)
             same = isinstance(recorded, dict) and set(recorded) == set(vars(Ports()))
             ports = Ports(**recorded) if same and isinstance(recorded, dict) else Ports.default()
         except TypeError:
             ports = Ports.default()
-        return cls(layout, ports, Binaries.discover())
+        flavor = vault_server.flavor_from_env()
+        if not os.environ.get(vault_server.FLAVOR_ENV) and state.get("vault_flavor") in vault_server.FLAVORS:
+            flavor = str(state["vault_flavor"])
+        return cls(layout, ports, Binaries.discover(), flavor)
+
+    @property
+    def vault(self) -> vault_server.VaultServer:
+        return vault_server.VaultServer.for_stack(self.vault_flavor, self.binaries, self.layout, self.ports)
 
     @property
     def kube_api(self) -> str:
@@ -76,7 +89,7 @@ class Stack:
 
     @property
     def vault_addr(self) -> str:
-        return f"http://127.0.0.1:{self.ports.bao}"
+        return self.vault.addr
 
     @property
     def sts_endpoint(self) -> str:
@@ -100,10 +113,11 @@ def up(stack: Stack | None = None) -> StackEnv:
     stack = stack or Stack.default()
     layout = stack.layout
     layout.ensure()
-    missing = stack.binaries.missing()
+    missing = stack.binaries.missing() + stack.vault.missing()
     if missing:
         raise StackError(
-            "missing binaries (run `make build` / `bash devstack/build.sh`): " + ", ".join(map(str, missing))
+            "missing binaries (run `make build`, or `make build-vault` for HashiCorp Vault): "
+            + ", ".join(map(str, missing))
         )
     pki = ensure_pki(layout.pki)
     write_cert_kubeconfig(
@@ -126,7 +140,7 @@ def up(stack: Stack | None = None) -> StackEnv:
     state = _read_state(layout)
     reason = _unhealthy_reason(stack, pki, state)
     if reason is None:
-        log("stack already up and healthy; re-applying OpenBao configuration and rewriting .stack/env")
+        log(f"stack already up and healthy; re-applying {stack.vault.label} configuration and rewriting .stack/env")
         env = _configure(stack, pki, str(state["vault_token"]))
         log(f"ready: source {layout.env_file}")
         return env
@@ -148,12 +162,12 @@ def _cold_start(stack: Stack, pki: Pki) -> StackEnv:
     try:
         _start_etcd(stack)
         _start_emulator(stack)
-        plugin_sha = _start_openbao(stack, token)
+        plugin_sha = _start_vault(stack, pki)
         _wait(stack, "etcd", "healthy", lambda: health.etcd_healthy(ports.etcd_client), 30)
         if node.enabled():
             node.start_network(stack)
         _start_apiserver(stack, pki)
-        _wait(stack, "openbao", "healthy", lambda: health.bao_healthy(stack.vault_addr), 30)
+        _init_vault(stack, pki, token)
         _wait(stack, "sts-emulator", "healthy", lambda: health.emulator_healthy(stack.emulator_admin_url), 30)
         _wait(
             stack,
@@ -182,6 +196,7 @@ def _cold_start(stack: Stack, pki: Pki) -> StackEnv:
         state: dict[str, object] = {
             "vault_token": token,
             "aws_plugin": plugin_sha is not None,
+            "vault_flavor": stack.vault_flavor,
             "ports": vars(ports),
         }
         _write_state(layout, {**state, "configured": False})
@@ -260,24 +275,22 @@ def _start_emulator(stack: Stack) -> None:
     )
 
 
-def _start_openbao(stack: Stack, token: str) -> str | None:
-    """Start ``bao server -dev``; with the AWS plugin binary present, give it a plugin dir holding it."""
-    argv: list[str | Path] = [
-        stack.binaries.bao,
-        "server",
-        "-dev",
-        f"-dev-root-token-id={token}",
-        f"-dev-listen-address=127.0.0.1:{stack.ports.bao}",
-        "-dev-no-store-token",
-        "-log-level=warn",
-    ]
+def _start_vault(stack: Stack, pki: Pki) -> str | None:
+    """Start the Vault server (devstack/vault_server.py); for OpenBao with the AWS plugin built, put it in
+    the plugin dir and return its sha256."""
+    server = stack.vault
     sha = None
-    if stack.binaries.aws_plugin is not None:
-        sha = vault_config.install_plugin(stack.binaries.aws_plugin, stack.layout.bao_plugins)
-        argv.append(f"-dev-plugin-dir={stack.layout.bao_plugins}")
-    # HOME inside .stack: bao must not read or write the developer's ~/.vault-token or config
-    procs.start(stack.layout, "openbao", argv, env={"HOME": str(stack.layout.data), "VAULT_ADDR": "", "BAO_ADDR": ""})
+    if server.aws_plugin is not None:
+        sha = vault_config.install_plugin(server.aws_plugin, stack.layout.bao_plugins)
+    procs.start(stack.layout, vault_server.SERVICE, server.argv(pki), env=server.env())
     return sha
+
+
+def _init_vault(stack: Stack, pki: Pki, token: str) -> None:
+    server, ca = stack.vault, pki.ca.cert
+    _wait(stack, vault_server.SERVICE, f"listening ({server.label}, TLS)", lambda: server.listening(ca), 30)
+    server.initialise(ca, token)
+    _wait(stack, vault_server.SERVICE, "unsealed and active", lambda: server.healthy(ca), 30)
 
 
 def _start_apiserver(stack: Stack, pki: Pki) -> None:
@@ -345,14 +358,16 @@ def _configure(stack: Stack, pki: Pki, token: str) -> StackEnv:
             ca_pem=pki.ca.cert.read_text(),
             sts_endpoint=stack.sts_endpoint,
             plugin_sha256=_plugin_sha(stack),
+            builtin_aws=stack.vault_flavor == vault_server.HASHICORP,
+            vault_ca_pem=pki.ca.cert.read_text(),
         )
     except StackError:
         raise
     except Exception as exc:
+        log_file = procs.log_path(stack.layout, vault_server.SERVICE)
         raise StackError(
-            f"configuring OpenBao failed: {type(exc).__name__}: {exc}\n"
-            f"--- last 30 lines of {procs.log_path(stack.layout, 'openbao')} ---\n"
-            f"{procs.tail(procs.log_path(stack.layout, 'openbao'))}"
+            f"configuring {stack.vault.label} failed: {type(exc).__name__}: {exc}\n"
+            f"--- last 30 lines of {log_file} ---\n{procs.tail(log_file)}"
         ) from exc
     finally:
         api.close()
@@ -364,13 +379,19 @@ def _configure(stack: Stack, pki: Pki, token: str) -> StackEnv:
 
 def _plugin_sha(stack: Stack) -> str | None:
     target = stack.layout.bao_plugins / AWS_PLUGIN_NAME
-    if not target.is_file():  # only present when this OpenBao was started with the plugin dir
+    if stack.vault.aws_plugin is None or not target.is_file():  # OpenBao started with the plugin dir only
         return None
     return hashlib.sha256(target.read_bytes()).hexdigest()
 
 
 def _env(stack: Stack, token: str, aws_mount: str) -> StackEnv:
-    extra = {"AWS_REGION": vault_config.AWS_REGION}
+    ca = str(stack.layout.pki / "ca.crt")
+    extra = {
+        "AWS_REGION": vault_config.AWS_REGION,
+        vault_server.FLAVOR_ENV: stack.vault_flavor,
+        "VAULT_CACERT": ca,
+        "BAO_CACERT": ca,
+    }
     if stack.binaries.helm is not None:
         extra["VSO_HELM"] = str(stack.binaries.helm)
     kubectl = shutil.which("kubectl")
@@ -429,7 +450,9 @@ def _unhealthy_reason(stack: Stack, pki: Pki, state: dict[str, object]) -> str |
     """None when every process runs and answers and OpenBao was configured; else why not."""
     if not state.get("configured"):
         return "not started or not configured"
-    if stack.binaries.aws_plugin is not None and not state.get("aws_plugin"):
+    if state.get("vault_flavor") != stack.vault_flavor:
+        return f"{vault_server.FLAVOR_ENV}={stack.vault_flavor}, the stack runs {state.get('vault_flavor')}"
+    if stack.vault.aws_plugin is not None and not state.get("aws_plugin"):
         return "the OpenBao AWS plugin was built after the stack started (restart to mount aws/)"
     for name in _services():
         running = procs.find(stack.layout, name)
@@ -439,7 +462,7 @@ def _unhealthy_reason(stack: Stack, pki: Pki, state: dict[str, object]) -> str |
         "etcd": lambda: health.etcd_healthy(stack.ports.etcd_client),
         "kube-apiserver": lambda: health.apiserver_ready(stack.kube_api, pki),
         "kube-controller-manager": lambda: health.controller_manager_healthy(stack.ports.controller_manager),
-        "openbao": lambda: health.bao_healthy(stack.vault_addr),
+        vault_server.SERVICE: lambda: stack.vault.healthy(pki.ca.cert),
         "sts-emulator": lambda: health.emulator_healthy(stack.emulator_admin_url),
     }
     if node.enabled():
@@ -456,7 +479,7 @@ def _unhealthy_reason(stack: Stack, pki: Pki, state: dict[str, object]) -> str |
 
 def is_healthy(stack: Stack | None = None) -> bool:
     stack = stack or Stack.default()
-    if not stack.layout.pki.is_dir() or stack.binaries.missing():
+    if not stack.layout.pki.is_dir() or stack.binaries.missing() or stack.vault.missing():
         return False
     return _unhealthy_reason(stack, ensure_pki(stack.layout.pki), _read_state(stack.layout)) is None
 
@@ -534,12 +557,15 @@ def status(stack: Stack | None = None) -> str:
 # --------------------------------------------------------------------------- fault injection
 
 
-RESTARTABLE = ("openbao", "kube-apiserver")
+RESTARTABLE = (vault_server.SERVICE, "kube-apiserver")
+# Names callers used before the stack could run HashiCorp Vault.
+_ALIASES = {"openbao": vault_server.SERVICE}
 
 
 def stop_service(name: str, stack: Stack | None = None) -> None:
     """Stop one running process of the stack (fault tests); ``start_service`` brings it back."""
     stack = stack or Stack.default()
+    name = _ALIASES.get(name, name)
     if name not in RESTARTABLE:
         raise StackError(f"{name}: only {', '.join(RESTARTABLE)} can be stopped and started alone")
     running = procs.find(stack.layout, name)
@@ -552,20 +578,21 @@ def stop_service(name: str, stack: Stack | None = None) -> None:
 def start_service(name: str, stack: Stack | None = None) -> None:
     """Start a process ``stop_service`` stopped, with the argv ``up`` uses, and wait until it is healthy.
 
-    OpenBao's dev server keeps everything in memory: after a restart its configuration (KV, TOTP,
-    kubernetes auth, the AWS plugin) is applied again, but seeded identities' data is gone; callers
-    re-seed what they need. The root token stays the same (it is part of the argv).
+    The Vault keeps everything in memory: after a restart it is initialised again and its configuration
+    (KV, TOTP, kubernetes auth, the AWS engine) applied again, but seeded identities' data is gone;
+    callers re-seed what they need. The root token keeps its id (devstack/vault_server.py).
     """
     stack = stack or Stack.default()
+    name = _ALIASES.get(name, name)
     running = procs.find(stack.layout, name)
     if running is not None and procs.alive(running):
         raise StackError(f"{name} is already running (pid {running.pid})")
     pki = ensure_pki(stack.layout.pki)
     state = _read_state(stack.layout)
-    if name == "openbao":
+    if name == vault_server.SERVICE:
         token = str(state["vault_token"])
-        _start_openbao(stack, token)
-        _wait(stack, "openbao", "healthy", lambda: health.bao_healthy(stack.vault_addr), 30)
+        _start_vault(stack, pki)
+        _init_vault(stack, pki, token)
         _configure(stack, pki, token)
     elif name == "kube-apiserver":
         _start_apiserver(stack, pki)

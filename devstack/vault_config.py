@@ -1,4 +1,5 @@
-"""Configure the OpenBao dev server: KV v2, TOTP, kubernetes auth against the local apiserver, AWS plugin.
+"""Configure the stack's Vault (OpenBao or HashiCorp Vault): KV v2, TOTP, kubernetes auth against the local
+apiserver, AppRole, and the AWS engine (OpenBao: Vault's engine as a plugin; HashiCorp Vault: built in).
 
 Every step is idempotent, so ``up`` on a running stack can re-apply it.
 """
@@ -46,14 +47,25 @@ def configure(
     ca_pem: str,
     sts_endpoint: str,
     plugin_sha256: str | None,
+    builtin_aws: bool = False,
+    vault_ca_pem: str = "",
 ) -> str:
-    """Apply the whole configuration; returns the AWS mount path ("" when the plugin is absent)."""
+    """Apply the whole configuration; returns the AWS mount path ("" when OpenBao has no AWS plugin).
+
+    ``builtin_aws``: HashiCorp Vault, whose ``aws`` engine is built in (no plugin, no catalog entry)."""
     mounts = _mounts(vault)
     if "secret/" not in mounts:
         vault.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
     if "totp/" not in mounts:
         vault.sys.enable_secrets_engine("totp", path="totp")
     _configure_kubernetes_auth(vault, kube_api, kube_host, ca_pem)
+    if vault_ca_pem:
+        publish_vault_ca(kube_api, vault_ca_pem)
+    if "approle/" not in vault.sys.list_auth_methods()["data"]:
+        vault.sys.enable_auth_method("approle", path="approle")
+    if builtin_aws:
+        _configure_aws(vault, mounts, None, sts_endpoint)
+        return AWS_MOUNT
     if plugin_sha256 is None:
         return ""
     _configure_aws(vault, mounts, plugin_sha256, sts_endpoint)
@@ -65,6 +77,31 @@ def _configure_kubernetes_auth(vault: Any, kube_api: Any, kube_host: str, ca_pem
         vault.sys.enable_auth_method("kubernetes", path="kubernetes")
     jwt = reviewer_token(kube_api)
     vault.auth.kubernetes.configure(kubernetes_host=kube_host, kubernetes_ca_cert=ca_pem, token_reviewer_jwt=jwt)
+
+
+def publish_vault_ca(api: Any, pem: str) -> None:
+    """The CA of the Vault's TLS certificate as Secret vault-sts-operator/vault-ca (key ca.crt), for
+    MFAIdentities that name it in ``spec.vault.caSecretRef`` (secret references resolve in the operator's
+    namespace)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from devstack.manifests import VAULT_CA_KEY, VAULT_CA_SECRET
+    from devstack.operator_run import OPERATOR_NAMESPACE
+
+    core = client.CoreV1Api(api)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NAMESPACE)))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name=VAULT_CA_SECRET), string_data={VAULT_CA_KEY: pem})
+    try:
+        core.create_namespaced_secret(OPERATOR_NAMESPACE, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_secret(VAULT_CA_SECRET, OPERATOR_NAMESPACE, body)
 
 
 def reviewer_token(api: Any, timeout: float = 60) -> str:
@@ -121,12 +158,16 @@ def reviewer_token(api: Any, timeout: float = 60) -> str:
     )
 
 
-def _configure_aws(vault: Any, mounts: dict[str, Any], sha256: str, sts_endpoint: str) -> None:
-    vault.write_data(
-        f"sys/plugins/catalog/secret/{AWS_PLUGIN_NAME}", data={"sha256": sha256, "command": AWS_PLUGIN_NAME}
-    )
+def _configure_aws(vault: Any, mounts: dict[str, Any], sha256: str | None, sts_endpoint: str) -> None:
+    """``sha256`` None: the builtin ``aws`` engine (HashiCorp Vault); else the plugin, registered first."""
+    engine = "aws"
+    if sha256 is not None:
+        vault.write_data(
+            f"sys/plugins/catalog/secret/{AWS_PLUGIN_NAME}", data={"sha256": sha256, "command": AWS_PLUGIN_NAME}
+        )
+        engine = AWS_PLUGIN_NAME
     if f"{AWS_MOUNT}/" not in mounts:
-        vault.sys.enable_secrets_engine(AWS_PLUGIN_NAME, path=AWS_MOUNT)
+        vault.sys.enable_secrets_engine(engine, path=AWS_MOUNT)
     # The emulator serves IAM and STS on one endpoint. Keys are set per identity by devstack.seed.
     vault.write_data(
         f"{AWS_MOUNT}/config/root",

@@ -16,7 +16,7 @@ def operator_vault(stack, make_identity):
     neighbour = make_identity("neighbour")
     jwt = request_token(stack, OPERATOR_NAMESPACE, OPERATOR_SA, expiration_seconds=600,
                         audiences=[VAULT_AUDIENCE])
-    client = hvac.Client(url=stack.vault_addr)
+    client = stack.vault(token="")
     client.auth.kubernetes.login(role=ident.auth_role, jwt=jwt)
     yield client, ident, neighbour
     client.adapter.close()

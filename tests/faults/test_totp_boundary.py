@@ -31,3 +31,28 @@ def test_codes_near_the_period_boundary_are_never_sent_twice(stack, kube, team, 
     assert counters["codes_refused_by_serial"].get(ident.mfa_serial, 0) == 0
     report.fault("test_codes_near_the_period_boundary_are_never_sent_twice", "totp period 2s + sts latency 1s",
                  0, codes_accepted=len(steps), codes_accepted_in_next_period=late, codes_refused=0, codes_reused=0)
+
+
+def test_fifty_periods_no_code_refused_or_reused(stack, kube, team, make_identity, operator, emulator_admin, report):
+    """HashiCorp Vault's `totp/code` answers carry no generation time (OpenBao's carry `generated`), so there
+    the operator infers each code's step from its own clock around the read. 50 codes of one device, one per
+    2 s period, each sent with 1 s of STS latency: AWS (the emulator) refuses none and sees none twice."""
+    ident = make_identity("fifty", totp_period=2)
+    names = [f"p{i:02d}" for i in range(50)]
+    emulator_admin.add_fault("latency", action="AssumeRole", latency_s=1.0)
+    try:
+        for name in names:
+            kube.create_credential(assumed_role_credential(team, name, ident.name, ident.role_arns[0], mfa="direct",
+                                                           durationSeconds=3600))
+        for name in names:
+            kube.wait_ready(team, name, timeout=400)
+    finally:
+        emulator_admin.clear_faults()
+    counters = emulator_admin.counters()
+    accepted = [c for c in counters["accepted_codes"] if c["serial"] == ident.mfa_serial]
+    steps = [c["step"] for c in accepted]
+    assert len(steps) == len(names) and len(set(steps)) == len(names), steps
+    assert counters["codes_reused_by_serial"].get(ident.mfa_serial, 0) == 0
+    assert counters["codes_refused_by_serial"].get(ident.mfa_serial, 0) == 0
+    report.fault("test_fifty_periods_no_code_refused_or_reused", f"totp period 2s x 50 on {stack.vault_flavor}",
+                 0, periods=max(steps) - min(steps) + 1, codes_accepted=len(steps), codes_refused=0, codes_reused=0)

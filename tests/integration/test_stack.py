@@ -172,7 +172,7 @@ def test_service_account_logs_into_openbao_and_gets_only_its_policy(
     stack: StackEnv, kube_api: Any, namespace: str, bound_identity: SeededIdentity
 ) -> None:
     jwt = request_token(stack, namespace, "vault-sts-operator", expiration_seconds=600, audiences=[VAULT_AUDIENCE])
-    client = hvac.Client(url=stack.vault_addr)
+    client = stack.vault(token="")
     login = client.auth.kubernetes.login(role=bound_identity.auth_role, jwt=jwt)
     assert bound_identity.policy in login["auth"]["policies"]
 
@@ -196,7 +196,7 @@ def test_unbound_service_account_is_refused(
 ) -> None:
     service_account(kube_api, namespace, "intruder")
     jwt = request_token(stack, namespace, "intruder", expiration_seconds=600, audiences=[VAULT_AUDIENCE])
-    client = hvac.Client(url=stack.vault_addr)
+    client = stack.vault(token="")
     with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)) as refused:
         client.auth.kubernetes.login(role=bound_identity.auth_role, jwt=jwt)
     assert "not authorized" in str(refused.value)

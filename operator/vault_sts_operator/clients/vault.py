@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -55,10 +56,26 @@ def _subject(operation: str) -> str:
     return _SUBJECTS.get(operation, "a Vault read for the identity")
 
 
+# Both flavours wrap some errors in go-multierror's text ("1 error occurred:\n\t* permission denied\n\n"),
+# others not ("permission denied"), and not in the same places: see docs/vault-flavours.md.
+_MULTIERROR = re.compile(r"^\d+ errors? occurred:\s*")
+
+
 def _vault_messages(exc: hvac.exceptions.VaultError) -> str:
-    errors = getattr(exc, "errors", None) or []
-    text = "; ".join(str(e) for e in errors)[:300]
-    return text or type(exc).__name__
+    """Vault's error messages on one line, whichever Vault and whichever wrapping."""
+    messages: list[str] = []
+    for error in getattr(exc, "errors", None) or []:
+        for line in _MULTIERROR.sub("", str(error)).split("\n"):
+            item = line.strip().removeprefix("* ").strip()
+            if item and item not in messages:
+                messages.append(item)
+    return "; ".join(messages)[:300] or type(exc).__name__
+
+
+def _login_refused(exc: hvac.exceptions.VaultError) -> bool:
+    """A login Vault refused (bad role, unbound ServiceAccount, wrong SecretID): 403 on some paths and
+    flavours, 400 on others (docs/vault-flavours.md). Either way, a permission problem, not an outage."""
+    return isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.InvalidRequest)
 
 
 class VaultSession:
@@ -116,8 +133,7 @@ class VaultSession:
             metrics.VAULT_CALLS.labels(operation="login", outcome="error").inc()
             raise VaultError(
                 f"{_subject('login')} failed ({self._strategy.method} auth refused)",
-                reason=reasons.VAULT_PERMISSION_DENIED if isinstance(exc, hvac.exceptions.Forbidden)
-                else reasons.VAULT_ERROR,
+                reason=reasons.VAULT_PERMISSION_DENIED if _login_refused(exc) else reasons.VAULT_ERROR,
                 detail=f"Vault {self._strategy.method} login at {self.connection.address} failed: "
                        f"{_vault_messages(exc)}",
             ) from None
@@ -280,8 +296,11 @@ def _credentials_from_aws_engine(response: Any, path: str, ttl_seconds: int) -> 
     if not data.get("access_key") or not data.get("secret_key"):
         raise VaultError("the identity's Vault AWS engine returned no credentials",
                          detail=f"Vault returned no credentials at {path}")
-    lease = int((response or {}).get("lease_duration") or ttl_seconds)
-    expiration = datetime.now(UTC) + timedelta(seconds=lease)
+    # The lifetime is in the response: the engine's own `ttl` (seconds left on the STS credentials), else
+    # the lease's duration. STS credentials are not renewable, and some Vault versions register no lease for
+    # them at all (vault#15869: lease_id "", lease_duration 0), so nothing waits on or renews a lease.
+    lifetime = int(data.get("ttl") or (response or {}).get("lease_duration") or ttl_seconds)
+    expiration = datetime.now(UTC) + timedelta(seconds=lifetime)
     if data.get("expiration"):
         expiration = datetime.fromisoformat(str(data["expiration"]).replace("Z", "+00:00"))
     return TemporaryCredentials(
