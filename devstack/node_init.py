@@ -97,7 +97,7 @@ def main(spec_path: str) -> int:
     children["containerd"] = _start(spec, "containerd")
     _wait_socket(spec["containerd_socket"], children["containerd"])
     _log("containerd up; importing the pause image")
-    subprocess.run(["ctr", "--address", spec["containerd_socket"], "--namespace", "k8s.io", "images", "import",
+    subprocess.run(["ctr", "--address", spec["containerd_socket_inside"], "--namespace", "k8s.io", "images", "import",
                     spec["pause_archive"]], check=True, stdout=subprocess.DEVNULL)
     for name in ("kubelet", "kube-proxy"):
         children[name] = _start(spec, name)

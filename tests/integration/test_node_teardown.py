@@ -44,6 +44,23 @@ def _pids_in(cgroup_dirs: list[Path]) -> set[int]:
     return pids
 
 
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        todo += children.get(current, [])
+    return found
+
+
 def _mentions(root: Path) -> list[str]:
     """Live processes and mounts (in any mount namespace) naming the stack's directory."""
     needle = str(root)
@@ -94,8 +111,11 @@ def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
         wait_for("the pod to run", lambda: kubectl("get", "pod", "sleeper", "-o",
                                                    "jsonpath={.status.phase}") == "Running", timeout=90)
         cgroups = [Path(p) for p in json.loads((root / "node-cgroups.json").read_text())]
-        node_pids = _pids_in(cgroups)
-        assert len(node_pids) >= 4, node_pids  # containerd, kubelet, kube-proxy, shim, pause...
+        node_pid = json.loads((root / "pids" / "node.pid").read_text())["pid"]
+        node_pids = _descendants(node_pid) | _pids_in(cgroups)
+        # unshare, node_init, containerd, kubelet, kube-proxy, a shim, the pod's pause processes
+        assert len(node_pids) >= 7, node_pids
+        assert _pids_in(cgroups), "the pod's processes are in the node's cgroups"
         assert Path(f"/run/netns/{netns}").exists()
     finally:
         first = devstack("down")
