@@ -262,6 +262,15 @@ def assume_role(
     inherited_tags = {k: v for k, v in cred.session_tags.items()
                       if k.lower() in {t.lower() for t in cred.transitive_tag_keys}}
     inherited_source = cred.source_identity if cred.kind is Kind.ASSUMED_ROLE else None
+    clash = sorted(k for k, _ in tags if k.lower() in {i.lower() for i in inherited_tags})
+    if clash:
+        # AWS documents that this fails ("If you pass a session tag with the same key as an inherited tag, the
+        # operation fails") but not with which code; InvalidParameterValue is the emulator's choice.
+        raise errors.STSError(
+            "InvalidParameterValue",
+            f"The session tag key {clash[0]} is already set as an inherited transitive tag and cannot be overridden.",
+            400,
+        )
     # Configuration problems come before the MFA check so they never spend a code.
     if role is None:
         raise errors.not_authorized(principal.arn, role_arn)

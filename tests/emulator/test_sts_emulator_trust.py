@@ -130,6 +130,10 @@ def test_chained_sessions_keep_transitive_tags_and_source_identity(admin, identi
     first = assume(identity)
     chained_client = from_credentials(sts_client, first["Credentials"])
     # the tenant tries to overwrite the transitive tag and the source identity further down the chain
+    with pytest.raises(ClientError) as excinfo:
+        chained_client.assume_role(RoleArn=CHAINED, RoleSessionName="next",
+                                   Tags=[{"Key": "VaultSTS:Namespace", "Value": "team-b"}])
+    assert error_of(excinfo)[0] == "InvalidParameterValue" and error_of(excinfo)[2] == 400
     second = chained_client.assume_role(RoleArn=CHAINED, RoleSessionName="next", SourceIdentity="team-b@x")
     facts = admin.credential(second["Credentials"]["AccessKeyId"])
     assert facts["source_identity"] == "team-a@billing"

@@ -199,9 +199,9 @@ def test_restart_opt_in_names_the_credential():
 
 
 def test_the_device_queue_is_fair_between_namespaces():
-    """team-a holds the device with four more uses queued when team-b asks once: team-b waits behind one of
-    team-a's queued turns, not all four."""
-    async def run() -> list[str]:
+    """team-a holds the device with four more uses queued when team-b asks once: team-b goes next; a team-b
+    that asks only after team-a's second turn began still goes before team-a's third."""
+    async def run(b_after: int) -> list[str]:
         lock = FairLock()
         order: list[str] = []
 
@@ -210,16 +210,18 @@ def test_the_device_queue_is_fair_between_namespaces():
                 order.append(f"{tenant}{index}")
                 await asyncio.sleep(0.01)
 
-        first = asyncio.create_task(use("a", 0))
+        tasks = [asyncio.create_task(use("a", 0))]
         await asyncio.sleep(0)
-        tasks = [asyncio.create_task(use("a", i)) for i in range(1, 5)]
-        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(use("a", i)) for i in range(1, 5)]
+        while len(order) < b_after:
+            await asyncio.sleep(0.001)
         tasks.append(asyncio.create_task(use("b", 0)))
-        await asyncio.gather(first, *tasks)
+        await asyncio.gather(*tasks)
         assert not lock.locked and lock.waiting() == {}
         return order
 
-    assert asyncio.run(run()) == ["a0", "a1", "b0", "a2", "a3", "a4"]
+    assert asyncio.run(run(0)) == ["a0", "b0", "a1", "a2", "a3", "a4"]
+    assert asyncio.run(run(2)) == ["a0", "a1", "b0", "a2", "a3", "a4"]
 
 
 def test_a_cancelled_waiter_leaves_the_lock_usable():

@@ -35,17 +35,21 @@ class FairLimiter:
 
 
 class FairLock:
-    """A lock whose waiters are served round-robin across keys (tenants), first come first served within one.
+    """A lock whose waiters are served by key (tenant): the key served least recently goes first.
 
     Guards a shared MFA device: a code per 30-second period is all it gives, so a FIFO lock would let
     a namespace with fifty `mfa: direct` credentials make every other namespace wait 25 minutes.
-    Here a namespace that just had its turn goes to the back of the line of namespaces.
-    (asyncio has no fair lock; this one is small: one deque of waiters per key, an ordered dict of keys.)
+    Here a namespace that asks while another one is being served goes next, whatever the other one
+    still has queued; within one key, waiters are first come, first served.
+    (asyncio has no fair lock; this one is small: a deque of waiters per key, and the turn each key
+    was last served, kept only while the key waits or holds the lock.)
     """
 
     def __init__(self) -> None:
         self._held = False
         self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        self._served: dict[str, int] = {}  # key -> turn it was last served
+        self._turn = 0
 
     @property
     def locked(self) -> bool:
@@ -54,9 +58,15 @@ class FairLock:
     def waiting(self) -> dict[str, int]:
         return {key: len(queue) for key, queue in self._queues.items()}
 
+    def _grant(self, key: str) -> None:
+        self._turn += 1
+        self._served = {k: v for k, v in self._served.items() if k in self._queues}
+        self._served[key] = self._turn
+
     async def acquire(self, key: str) -> None:
         if not self._held and not self._queues:
             self._held = True
+            self._grant(key)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queues.setdefault(key, deque()).append(future)
@@ -83,12 +93,14 @@ class FairLock:
 
     def _release(self) -> None:
         while self._queues:
-            key, queue = next(iter(self._queues.items()))
+            # min() keeps the first of equals: keys never served (or pruned) go in the order they queued
+            key = min(self._queues, key=lambda k: self._served.get(k, 0))
+            queue = self._queues[key]
             future = queue.popleft()
-            del self._queues[key]
-            if queue:  # this key waits again, behind every other key
-                self._queues[key] = queue
+            if not queue:
+                del self._queues[key]
             if not future.done():
+                self._grant(key)
                 future.set_result(None)  # ownership passes straight to the waiter
                 return
         self._held = False
