@@ -58,7 +58,7 @@ def test_secret_appears_and_every_format_works(stack, kube, team, identity, issu
     # envFrom keys
     who = sts_with(stack, data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"],
                    data["AWS_SESSION_TOKEN"]).get_caller_identity()
-    expected_arn = f"arn:aws:sts::{identity.account}:assumed-role/{role.split('/')[-1]}/{team}-billing"
+    expected_arn = f"arn:aws:sts::{identity.account}:assumed-role/{role.split('/')[-1]}/{team}@billing"
     assert who["Arn"] == expected_arn == status["assumedRoleArn"]
 
     # the credentials file, through botocore's own shared-credentials provider

@@ -35,7 +35,7 @@ def test_session_token_mode_passes_mfa_through_vault(stack, kube, team, seeded, 
         kube.create_credential(assumed_role_credential(team, name, seeded.name, seeded.role_arns[0]))
     for name in names:
         status = kube.wait_ready(team, name)["status"]
-        assert status["assumedRoleArn"].endswith(f"/app-mfa-{seeded.name.removeprefix('vaws-')}/{team}-{name}")
+        assert status["assumedRoleArn"].endswith(f"/app-mfa-{seeded.name.removeprefix('vaws-')}/{team}@{name}")
         issued.add_secret(kube.secret(team, name))
     # One code, sent by Vault's engine in GetSessionToken, served all three MFA-demanding roles.
     assert emulator_admin.counters()["codes_accepted_by_serial"].get(seeded.mfa_serial) == 1
