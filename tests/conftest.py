@@ -136,7 +136,7 @@ def namespaced_release(stack: StackEnv, crds: None) -> Iterator[str]:
     helm(stack, "upgrade", "--install", NAMESPACED_RELEASE, str(ROOT / "charts" / "vault-sts-operator"),
          "--namespace", NAMESPACED_HOME, "--create-namespace", "--set", "rbac.scope=namespaced",
          "--set", "watchNamespaces={" + ",".join(NAMESPACED_WATCHED) + "}", "--set", "peering.enabled=false",
-         "--set", "replicaCount=1", "--set", "metrics.service.enabled=false",
+         "--set", "replicaCount=1", "--set", "metrics.service.enabled=false", "--set", "crds.enabled=false",
          "--set", f"vault.address={stack.vault_addr}")
     yield NAMESPACED_RELEASE
     helm(stack, "uninstall", NAMESPACED_RELEASE, "--namespace", NAMESPACED_HOME, check=False)
