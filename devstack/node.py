@@ -138,6 +138,9 @@ def netns_name(stack: Stack) -> str:
 
 def start_network(stack: Stack) -> None:
     """Create the namespace and start the forwarder (before kube-apiserver: it dials kubelets via it)."""
+    if os.geteuid() != 0:
+        raise StackError("the node needs root (network namespace, mounts, cgroups): run as root, or set "
+                         "VSO_STACK_NODE=0 for a stack without a node")
     missing = missing_binaries(stack)
     if missing:
         raise StackError(
