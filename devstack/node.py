@@ -47,7 +47,8 @@ RUNC = "/usr/sbin/runc"
 IN_NODE_SOCKET = "/run/containerd/containerd.sock"
 IN_NODE_KUBELET_ROOT = "/var/lib/kubelet"
 UNIX_PATH_MAX = 107
-CONTAINERD_TMPFS = "3g"  # the operator image unpacked and stored once is about 0.7 GB
+CONTAINERD_TMPFS = "3g"
+CGROUP_PREFIX = "vso-node-"  # the operator image unpacked and stored once is about 0.7 GB
 CNI_BIN = "/usr/lib/cni"
 # kube-controller-manager controllers a node needs (the not-ready taint, Service endpoints) and those
 # that make workloads of every kind run on it.
@@ -243,7 +244,7 @@ def node_ready(stack: Stack, pki: Pki) -> bool:
 def _cgroup_root(stack: Stack) -> str:
     """The node's own cgroup tree, one per stack (two kubelets must not share ``/kubepods``), beside
     (never inside) whatever cgroups the machine's own tooling keeps."""
-    return f"/vso-node-{offset_of(stack.ports)}"
+    return f"/{CGROUP_PREFIX}{offset_of(stack.ports)}"
 
 
 def _cgroup_hierarchies() -> list[Path]:
@@ -485,8 +486,10 @@ def cleanup(layout: Layout, ports: Ports) -> list[str]:
         leftovers.append(f"network namespace {name}")
     record = _cgroup_record(layout)
     created = json.loads(record.read_text()) if record.is_file() else []
+    # plus what runc made in the cgroup v2 hierarchy of this hybrid setup (cgroup.procs-less "unified")
+    own = [str(p) for p in sorted(Path("/sys/fs/cgroup").glob(f"*/{CGROUP_PREFIX}{offset_of(ports)}"))]
     deadline = time.monotonic() + 10
-    for top in reversed(created):
+    for top in [*reversed(created), *(p for p in own if p not in created)]:
         top_path = Path(top)
         while top_path.exists():
             try:

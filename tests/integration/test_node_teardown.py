@@ -158,6 +158,7 @@ def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
     assert _mentions(root) == []
     assert not Path(f"/run/netns/{netns}").exists()
     assert not [c for c in cgroups if c.exists()]
+    assert list(Path("/sys/fs/cgroup").glob(f"*/vso-node-{offset}")) == []  # the v2 "unified" one too
     assert not (root / "data").exists()
     after = _host_state(netns)
     # the node never touches the host's network: no interface, address, route, rule or namespace
