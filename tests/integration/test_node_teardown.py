@@ -1,6 +1,6 @@
 """``stack down`` leaves nothing of the node behind, and may run twice (issue 9).
 
-A second, throwaway stack (its own directory, port offset +50) starts with a pod running, then goes
+A second, throwaway stack (its own directory, the first free port offset from +50) starts with a pod running, then goes
 down twice. Checked after: no process of it, no mount, no network namespace, no host network
 interface or nftables/iptables rule it added, no cgroup, no containerd state.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,23 +17,31 @@ from pathlib import Path
 import pytest
 
 from devstack.env import parse_env_file
-from devstack.layout import REPO_ROOT
+from devstack.layout import REPO_ROOT, Ports
 from tests.e2e.helpers import wait_for
 
 pytestmark = pytest.mark.stack
 
 
-def _host_state() -> dict[str, str]:
-    def run(*argv: str) -> str:
-        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+MARKERS = ("vso", "kube", "10.244.", "10.96.")
 
-    links = run("ip", "-o", "link", "show")
+
+def _host_state(netns: str) -> dict[str, list[str]]:
+    """What of the host's network could be the node's: interfaces, nftables/iptables lines and
+    namespaces naming its bridge, its ranges or kube-proxy (other engineers' work on this machine,
+    e.g. a podman network, is not ours to judge)."""
+
+    def run(*argv: str) -> list[str]:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+        return [line for line in out.splitlines() if any(m in line for m in MARKERS) and not line.startswith("#")]
+
     return {
-        "links": "\n".join(sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())),
+        "links": run("ip", "-o", "link", "show"),
+        "addresses": run("ip", "-o", "addr", "show"),
+        "routes": run("ip", "route", "show", "table", "all"),
         "nft": run("nft", "list", "ruleset"),
-        "iptables": "\n".join(line for line in run("iptables-save").splitlines() if not line.startswith("#"))
-        if Path("/usr/sbin/iptables-save").exists() else "",
-        "netns": run("ip", "netns", "list"),
+        "iptables": run("iptables-save") if Path("/usr/sbin/iptables-save").exists() else [],
+        "netns": [line for line in run("ip", "netns", "list") if line.split()[0] == netns],
     }
 
 
@@ -78,13 +87,33 @@ def _mentions(root: Path) -> list[str]:
     return found
 
 
+def _free_offset(first: int) -> int:
+    """The first port offset from ``first`` whose ports and namespace no other stack here holds."""
+    for offset in range(first, first + 40):
+        ports = [port + offset for port in vars(Ports()).values()]
+        if all(_port_free(p) for p in ports) and not Path(f"/run/netns/vso-node-{offset}").exists():
+            return offset
+    raise AssertionError(f"no free port offset in {first}..{first + 39}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
-    offset = int(os.environ.get("VSO_STACK_PORT_OFFSET", "0")) + 50
+    offset = _free_offset(int(os.environ.get("VSO_STACK_PORT_OFFSET", "0")) + 50)
     root = tmp_path / "stack"
     env = {**os.environ, "VSO_STACK_DIR": str(root), "VSO_STACK_PORT_OFFSET": str(offset)}
     for key in ("KUBECONFIG", "VSO_STACK_NODE"):
         env.pop(key, None)
-    before = _host_state()
+    netns = f"vso-node-{offset}"
+    before = _host_state(netns)
 
     def devstack(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "devstack", *args], env=env, cwd=REPO_ROOT,
@@ -94,8 +123,7 @@ def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
     try:
         assert up.returncode == 0, up.stderr[-3000:]
         values = parse_env_file(root / "env")
-        netns = values["VSO_NODE_NETNS"]
-        assert netns == f"vso-node-{offset}"
+        assert values["VSO_NODE_NETNS"] == netns
         kenv = {**env, "KUBECONFIG": values["KUBECONFIG"]}
 
         def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -117,6 +145,8 @@ def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
         assert len(node_pids) >= 7, node_pids
         assert _pids_in(cgroups), "the pod's processes are in the node's cgroups"
         assert Path(f"/run/netns/{netns}").exists()
+        during = _host_state(netns)
+        assert during.pop("netns"), "the node's namespace exists while it runs"
     finally:
         first = devstack("down")
     second = devstack("down")
@@ -128,11 +158,11 @@ def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
     assert _mentions(root) == []
     assert not Path(f"/run/netns/{netns}").exists()
     assert not [c for c in cgroups if c.exists()]
+    assert list(Path("/sys/fs/cgroup").glob(f"*/vso-node-{offset}")) == []  # the v2 "unified" one too
     assert not (root / "data").exists()
-    after = _host_state()
-    # the node never touches the host's network: no interface, rule or namespace added (others' stacks
-    # keep theirs in their own namespaces too, so the host's lists stay as they were)
-    assert set(after["links"].splitlines()) - set(before["links"].splitlines()) == set()
-    assert after["nft"] == before["nft"]
-    assert after["iptables"] == before["iptables"]
-    assert netns not in after["netns"]
+    after = _host_state(netns)
+    # the node never touches the host's network: no interface, address, route, rule or namespace
+    assert after == before, (before, after)
+    assert after["netns"] == []
+    before.pop("netns")
+    assert during == before, (before, during)
