@@ -118,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf logs every handler run at INFO ("Handler ... succeeded"): several lines per watch event,
         # thousands when a thousand credentials settle. Our own INFO lines stay.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # In a pod the kubelet probes /healthz every few seconds: kopf logs each probe run ("Activity
+        # 'credentials' succeeded") and aiohttp each request, two INFO lines a probe, drowning our own.
+        logging.getLogger("kopf.activities").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     identity = fallback_identity(os.environ, getpass.getuser, socket.gethostname)
