@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 SERVICE_CIDR = "10.96.0.0/16"
 KUBELET_PORT = 10250
 RUNC = "/usr/sbin/runc"
+# Paths as the node's processes see them (its /run and /var/lib are the stack's, see node_init):
+# short, because a unix socket path holds at most 107 bytes and the stack's directory may be deep.
+IN_NODE_SOCKET = "/run/containerd/containerd.sock"
+IN_NODE_KUBELET_ROOT = "/var/lib/kubelet"
+UNIX_PATH_MAX = 107
+CONTAINERD_TMPFS = "3g"  # the operator image unpacked and stored once is about 0.7 GB
 CNI_BIN = "/usr/lib/cni"
 # kube-controller-manager controllers a node needs (the not-ready taint, Service endpoints) and those
 # that make workloads of every kind run on it.
@@ -84,6 +90,7 @@ class NodePaths:
 
     @property
     def containerd_socket(self) -> Path:
+        """The host's view of ``IN_NODE_SOCKET`` (``/run`` inside the node is this ``run``)."""
         return self.run / "containerd" / "containerd.sock"
 
     @property
@@ -92,7 +99,8 @@ class NodePaths:
 
     @property
     def kubelet_root(self) -> Path:
-        return self.root / "kubelet"
+        """The host's view of the kubelet's ``/var/lib/kubelet`` (the overlay's upper layer)."""
+        return self.root / "var-lib" / "upper" / "kubelet"
 
     @property
     def cni_conf(self) -> Path:
@@ -130,6 +138,9 @@ def netns_name(stack: Stack) -> str:
 
 def start_network(stack: Stack) -> None:
     """Create the namespace and start the forwarder (before kube-apiserver: it dials kubelets via it)."""
+    if os.geteuid() != 0:
+        raise StackError("the node needs root (network namespace, mounts, cgroups): run as root, or set "
+                         "VSO_STACK_NODE=0 for a stack without a node")
     missing = missing_binaries(stack)
     if missing:
         raise StackError(
@@ -139,6 +150,9 @@ def start_network(stack: Stack) -> None:
         )
     paths = NodePaths.of(stack.layout)
     paths.root.mkdir(parents=True, exist_ok=True)
+    if len(str(paths.egress_socket)) > UNIX_PATH_MAX:
+        raise StackError(f"{paths.egress_socket}: longer than a unix socket path may be ({UNIX_PATH_MAX} bytes); "
+                         "use a shorter VSO_STACK_DIR")
     name = netns_name(stack)
     netns.create(name)
     p = stack.ports
@@ -265,7 +279,7 @@ def _write_yaml(path: Path, data: object) -> None:
 
 def _write_configs(stack: Stack, pki: Pki, paths: NodePaths) -> Path:
     etc, layout = paths.etc, stack.layout
-    for d in (etc, paths.run, paths.kubelet_root, paths.cni_conf):
+    for d in (etc, paths.run, paths.cni_conf):
         d.mkdir(parents=True, exist_ok=True)
     node_api = f"https://{netns.NODE_HOST_IP}:{stack.ports.apiserver}"  # through the forwarder
     write_cert_kubeconfig(etc / "kubelet.kubeconfig", node_api, pki.ca.cert, user_name=f"system:node:{NODE_NAME}",
@@ -276,15 +290,15 @@ def _write_configs(stack: Stack, pki: Pki, paths: NodePaths) -> Path:
     (etc / "containerd.toml").write_text(f"""\
 version = 2
 root = "{containerd / 'root'}"
-state = "{containerd / 'state'}"
+state = "/run/containerd"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
 
 [grpc]
-  address = "{paths.containerd_socket}"
+  address = "{IN_NODE_SOCKET}"
 
 [ttrpc]
-  address = "{paths.containerd_socket}.ttrpc"
+  address = "{IN_NODE_SOCKET}.ttrpc"
 
 [metrics]
   address = ""
@@ -356,9 +370,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "x509": {"clientCAFile": str(pki.ca.cert)},
         },
         "authorization": {"mode": "Webhook"},
-        "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
-        "volumePluginDir": str(paths.root / "volume-plugins"),
-        "podLogsDir": str(paths.root / "pod-logs"),
+        "containerRuntimeEndpoint": f"unix://{IN_NODE_SOCKET}",
+        "volumePluginDir": f"{IN_NODE_KUBELET_ROOT}/volume-plugins",
+        "podLogsDir": "/var/log/pods",
         "resolvConf": str(etc / "resolv.conf"),
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
@@ -385,7 +399,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         "netns": netns_name(stack),
         "logs": str(layout.logs),
         "containerd_socket": str(paths.containerd_socket),
+        "containerd_socket_inside": IN_NODE_SOCKET,
         "pause_archive": str(pause.ensure()),
+        # containerd's root in memory: importing the operator image and deleting it at `down` cost
+        # 20 s and 10 s on disk here; the tmpfs vanishes with the node's mount namespace
+        "tmpfs": {str(containerd / "root"): f"size={CONTAINERD_TMPFS},mode=0700"},
         "binds": {"/run": str(paths.run), "/var/log": str(paths.root / "var-log")},
         "overlays": {"/var/lib": str(paths.root / "var-lib")},
         "processes": {
@@ -394,8 +412,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 str(kube / "kubelet"),
                 f"--config={etc / 'kubelet.yaml'}",
                 f"--kubeconfig={etc / 'kubelet.kubeconfig'}",
-                f"--root-dir={paths.kubelet_root}",
-                f"--cert-dir={paths.root / 'kubelet-pki'}",
+                f"--root-dir={IN_NODE_KUBELET_ROOT}",
+                f"--cert-dir={IN_NODE_KUBELET_ROOT}/pki",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={netns.NODE_HOST_IP}",
             ]},
@@ -411,8 +429,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 
 def ctr(stack: Stack, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``ctr`` against the node's containerd, from the host: run in the socket's directory with a
+    relative address, so a deep stack directory cannot push the path past ``UNIX_PATH_MAX``."""
     sock = NodePaths.of(stack.layout).containerd_socket
-    return subprocess.run(["ctr", "--address", str(sock), "--namespace", "k8s.io", *args],
+    return subprocess.run(["ctr", "--address", sock.name, "--namespace", "k8s.io", *args], cwd=sock.parent,
                           check=True, capture_output=True, text=True, timeout=timeout)
 
 

@@ -7,9 +7,10 @@ new pid namespace. It
 0. enters the node's network namespace (``setns``; not ``ip netns exec``, which remounts ``/sys``
    and would hide the cgroup mounts the kubelet needs);
 
-1. mounts, in its private mount namespace only: the stack's directories over ``/run`` and
-   ``/var/log``, and an overlay over ``/var/lib`` whose upper layer is in the stack's directory, so
-   nothing containerd, the CNI plugins or the kubelet write lands on the host;
+1. mounts, in its private mount namespace only: a tmpfs for containerd's root (images and container
+   filesystems: fast to import into, gone with the namespace), the stack's directories over ``/run``
+   and ``/var/log``, and an overlay over ``/var/lib`` whose upper layer is in the stack's directory,
+   so nothing containerd, the CNI plugins or the kubelet write lands on the host;
 2. starts containerd, imports the pause image, starts the kubelet and kube-proxy;
 3. waits. When it exits (SIGTERM from ``stack down``, or any of its children dying), the kernel kills
    every process left in its pid namespace: shims and containers included, and their mounts vanish
@@ -50,6 +51,9 @@ def _drop_namespace_mounts() -> None:
 
 def _mounts(spec: dict[str, Any]) -> None:
     _drop_namespace_mounts()
+    for target, options in spec.get("tmpfs", {}).items():
+        Path(target).mkdir(parents=True, exist_ok=True)
+        _mount("-t", "tmpfs", "-o", options, "tmpfs", target)
     for target, source in spec["binds"].items():
         Path(source).mkdir(parents=True, exist_ok=True)
         _mount("--bind", source, target)
@@ -97,7 +101,7 @@ def main(spec_path: str) -> int:
     children["containerd"] = _start(spec, "containerd")
     _wait_socket(spec["containerd_socket"], children["containerd"])
     _log("containerd up; importing the pause image")
-    subprocess.run(["ctr", "--address", spec["containerd_socket"], "--namespace", "k8s.io", "images", "import",
+    subprocess.run(["ctr", "--address", spec["containerd_socket_inside"], "--namespace", "k8s.io", "images", "import",
                     spec["pause_archive"]], check=True, stdout=subprocess.DEVNULL)
     for name in ("kubelet", "kube-proxy"):
         children[name] = _start(spec, name)

@@ -22,17 +22,25 @@ from tests.e2e.helpers import wait_for
 pytestmark = pytest.mark.stack
 
 
-def _host_state() -> dict[str, str]:
-    def run(*argv: str) -> str:
-        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+MARKERS = ("vso", "kube", "10.244.", "10.96.")
 
-    links = run("ip", "-o", "link", "show")
+
+def _host_state(netns: str) -> dict[str, list[str]]:
+    """What of the host's network could be the node's: interfaces, nftables/iptables lines and
+    namespaces naming its bridge, its ranges or kube-proxy (other engineers' work on this machine,
+    e.g. a podman network, is not ours to judge)."""
+
+    def run(*argv: str) -> list[str]:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+        return [line for line in out.splitlines() if any(m in line for m in MARKERS) and not line.startswith("#")]
+
     return {
-        "links": "\n".join(sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())),
+        "links": run("ip", "-o", "link", "show"),
+        "addresses": run("ip", "-o", "addr", "show"),
+        "routes": run("ip", "route", "show", "table", "all"),
         "nft": run("nft", "list", "ruleset"),
-        "iptables": "\n".join(line for line in run("iptables-save").splitlines() if not line.startswith("#"))
-        if Path("/usr/sbin/iptables-save").exists() else "",
-        "netns": run("ip", "netns", "list"),
+        "iptables": run("iptables-save") if Path("/usr/sbin/iptables-save").exists() else [],
+        "netns": [line for line in run("ip", "netns", "list") if line.split()[0] == netns],
     }
 
 
@@ -42,6 +50,23 @@ def _pids_in(cgroup_dirs: list[Path]) -> set[int]:
         for procs in top.rglob("cgroup.procs") if top.is_dir() else []:
             pids |= {int(p) for p in procs.read_text().split()}
     return pids
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        todo += children.get(current, [])
+    return found
 
 
 def _mentions(root: Path) -> list[str]:
@@ -67,7 +92,8 @@ def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
     env = {**os.environ, "VSO_STACK_DIR": str(root), "VSO_STACK_PORT_OFFSET": str(offset)}
     for key in ("KUBECONFIG", "VSO_STACK_NODE"):
         env.pop(key, None)
-    before = _host_state()
+    netns = f"vso-node-{offset}"
+    before = _host_state(netns)
 
     def devstack(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "devstack", *args], env=env, cwd=REPO_ROOT,
@@ -77,8 +103,7 @@ def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
     try:
         assert up.returncode == 0, up.stderr[-3000:]
         values = parse_env_file(root / "env")
-        netns = values["VSO_NODE_NETNS"]
-        assert netns == f"vso-node-{offset}"
+        assert values["VSO_NODE_NETNS"] == netns
         kenv = {**env, "KUBECONFIG": values["KUBECONFIG"]}
 
         def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -94,9 +119,14 @@ def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
         wait_for("the pod to run", lambda: kubectl("get", "pod", "sleeper", "-o",
                                                    "jsonpath={.status.phase}") == "Running", timeout=90)
         cgroups = [Path(p) for p in json.loads((root / "node-cgroups.json").read_text())]
-        node_pids = _pids_in(cgroups)
-        assert len(node_pids) >= 4, node_pids  # containerd, kubelet, kube-proxy, shim, pause...
+        node_pid = json.loads((root / "pids" / "node.pid").read_text())["pid"]
+        node_pids = _descendants(node_pid) | _pids_in(cgroups)
+        # unshare, node_init, containerd, kubelet, kube-proxy, a shim, the pod's pause processes
+        assert len(node_pids) >= 7, node_pids
+        assert _pids_in(cgroups), "the pod's processes are in the node's cgroups"
         assert Path(f"/run/netns/{netns}").exists()
+        during = _host_state(netns)
+        assert during.pop("netns"), "the node's namespace exists while it runs"
     finally:
         first = devstack("down")
     second = devstack("down")
@@ -109,10 +139,9 @@ def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
     assert not Path(f"/run/netns/{netns}").exists()
     assert not [c for c in cgroups if c.exists()]
     assert not (root / "data").exists()
-    after = _host_state()
-    # the node never touches the host's network: no interface, rule or namespace added (others' stacks
-    # keep theirs in their own namespaces too, so the host's lists stay as they were)
-    assert set(after["links"].splitlines()) - set(before["links"].splitlines()) == set()
-    assert after["nft"] == before["nft"]
-    assert after["iptables"] == before["iptables"]
-    assert netns not in after["netns"]
+    after = _host_state(netns)
+    # the node never touches the host's network: no interface, address, route, rule or namespace
+    assert after == before, (before, after)
+    assert after["netns"] == []
+    before.pop("netns")
+    assert during == before, (before, during)
