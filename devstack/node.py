@@ -404,7 +404,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         # containerd's root in memory: importing the operator image and deleting it at `down` cost
         # 20 s and 10 s on disk here; the tmpfs vanishes with the node's mount namespace
         "tmpfs": {str(containerd / "root"): f"size={CONTAINERD_TMPFS},mode=0700"},
-        "binds": {"/run": str(paths.run), "/var/log": str(paths.root / "var-log")},
+        # the node's containerd and kubelet resolve nothing either: no image is pulled from anywhere
+        "binds": {"/run": str(paths.run), "/var/log": str(paths.root / "var-log"),
+                  "/etc/resolv.conf": str(etc / "resolv.conf")},
         "overlays": {"/var/lib": str(paths.root / "var-lib")},
         "processes": {
             "containerd": {"argv": ["containerd", "--config", str(etc / "containerd.toml")]},

@@ -55,7 +55,8 @@ def _mounts(spec: dict[str, Any]) -> None:
         Path(target).mkdir(parents=True, exist_ok=True)
         _mount("-t", "tmpfs", "-o", options, "tmpfs", target)
     for target, source in spec["binds"].items():
-        Path(source).mkdir(parents=True, exist_ok=True)
+        if not Path(source).exists():
+            Path(source).mkdir(parents=True)
         _mount("--bind", source, target)
     for target, layer in spec["overlays"].items():
         upper, work = Path(layer) / "upper", Path(layer) / "work"

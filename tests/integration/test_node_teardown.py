@@ -1,6 +1,6 @@
 """``stack down`` leaves nothing of the node behind, and may run twice (issue 9).
 
-A second, throwaway stack (its own directory, port offset +50) starts with a pod running, then goes
+A second, throwaway stack (its own directory, the first free port offset from +50) starts with a pod running, then goes
 down twice. Checked after: no process of it, no mount, no network namespace, no host network
 interface or nftables/iptables rule it added, no cgroup, no containerd state.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devstack.env import parse_env_file
-from devstack.layout import REPO_ROOT
+from devstack.layout import REPO_ROOT, Ports
 from tests.e2e.helpers import wait_for
 
 pytestmark = pytest.mark.stack
@@ -86,8 +87,27 @@ def _mentions(root: Path) -> list[str]:
     return found
 
 
+def _free_offset(first: int) -> int:
+    """The first port offset from ``first`` whose ports and namespace no other stack here holds."""
+    for offset in range(first, first + 40):
+        ports = [port + offset for port in vars(Ports()).values()]
+        if all(_port_free(p) for p in ports) and not Path(f"/run/netns/vso-node-{offset}").exists():
+            return offset
+    raise AssertionError(f"no free port offset in {first}..{first + 39}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_stack_down_leaves_nothing_and_runs_twice(tmp_path: Path) -> None:
-    offset = int(os.environ.get("VSO_STACK_PORT_OFFSET", "0")) + 50
+    offset = _free_offset(int(os.environ.get("VSO_STACK_PORT_OFFSET", "0")) + 50)
     root = tmp_path / "stack"
     env = {**os.environ, "VSO_STACK_DIR": str(root), "VSO_STACK_PORT_OFFSET": str(offset)}
     for key in ("KUBECONFIG", "VSO_STACK_NODE"):
