@@ -93,13 +93,12 @@ def main() -> int:
             raise
     applied = time.time()
     custom.create_namespaced_custom_object(GROUP, VERSION, ns, ARC, assumed_role_credential(
-        ns, f"billing-{suffix}", name, seeded.role_arns[0], durationSeconds=900, renewBefore="14m35s",
-        target={"secretName": secret}))
+        ns, f"billing-{suffix}", name, seeded.role_arns[0], durationSeconds=900, target={"secretName": secret}))
     pod = f"billing-app-{suffix}"
-    core.create_namespaced_pod(ns, consumer_pod(node, ns, pod, secret, "process"))
-    say(f"applied MFAIdentity/{name}, AssumedRoleCredential {ns}/billing-{suffix} (900 s, renewBefore 14m35s: "
-        f"rotates about 25 s after issue) and pod {ns}/{pod}, which mounts Secret {secret} and runs boto3 with "
-        "AWS_CONFIG_FILE: credential_process = cat /aws/credential_process.json")
+    core.create_namespaced_pod(ns, consumer_pod(node, ns, pod, secret, "process", interval=5))
+    say(f"applied MFAIdentity/{name}, AssumedRoleCredential {ns}/billing-{suffix} (900 s) and pod {ns}/{pod}, "
+        f"which mounts Secret {secret} and runs boto3 with AWS_CONFIG_FILE: "
+        "credential_process = cat /aws/credential_process.json")
 
     def wait(what: str, check: Any, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -126,12 +125,15 @@ def main() -> int:
     current = status()
     say(f"status: Ready, accessKeyId={current['accessKeyId']}, expiration={current['expiration']}, "
         f"renewalTime={current['renewalTime']} (secret half and session token never shown)")
-    say("waiting for the rotation ...")
     old_key = current["accessKeyId"]
-    rotated = wait("the rotation", lambda: (k := status().get("accessKeyId")) != old_key and k, 120)
+    say(f"rotating now, as `kubectl annotate arc -n {ns} billing-{suffix} vaultsts.io/rotate=demo` does "
+        "(it would rotate by itself 5 minutes before expiry) ...")
+    custom.patch_namespaced_custom_object(GROUP, VERSION, ns, ARC, f"billing-{suffix}",
+                                          {"metadata": {"annotations": {"vaultsts.io/rotate": "demo"}}})
+    rotated = wait("the rotation", lambda: (k := status().get("accessKeyId")) != old_key and k, 60)
     rotated_at = time.time()
-    say(f"rotated: the Secret now holds {rotated}; the kubelet refreshes the mounted Secret on its next sync "
-        "of the pod (about a minute by default) ...")
+    say(f"rotated: the Secret now holds {rotated}; the kubelet rewrites the mounted Secret on its next sync "
+        "of the pod (about a minute with its defaults), and the SDK re-runs credential_process ...")
     line = wait("the pod using the rotated key", lambda: keyed(rotated), 180)
     restarts = core.read_namespaced_pod(pod, ns).status.container_statuses[0].restart_count
     say(f"pod {pod}: {json.dumps(line)}  [{line['t'] - rotated_at:.1f}s after the rotation, {restarts} restarts]")

@@ -184,7 +184,8 @@ def _restricted() -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def consumer_pod(node: Node, namespace: str, name: str, secret: str, how: str) -> dict[str, Any]:
+def consumer_pod(node: Node, namespace: str, name: str, secret: str, how: str, interval: float = 1.0
+                 ) -> dict[str, Any]:
     """A pod running the AWS SDK with the Secret, consumed ``how``:
 
     - ``env``: ``envFrom`` the Secret (AWS_ACCESS_KEY_ID, ...);
@@ -193,6 +194,7 @@ def consumer_pod(node: Node, namespace: str, name: str, secret: str, how: str) -
       ``credential_process`` is ``cat /aws/credential_process.json``.
     """
     env: list[dict[str, Any]] = [{"name": "STS_ENDPOINT", "value": node.sts_endpoint},
+                                 {"name": "INTERVAL", "value": str(interval)},
                                  {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"}]
     mounts = [{"name": "code", "mountPath": "/consumer", "readOnly": True}]
     volumes: list[dict[str, Any]] = [{"name": "code", "configMap": {"name": "consumer"}}]

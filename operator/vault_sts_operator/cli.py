@@ -160,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf logs every handler run at INFO ("Handler ... succeeded"): several lines per watch event,
         # thousands when a thousand credentials settle. Our own INFO lines stay.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # In a pod the kubelet probes /healthz every few seconds: kopf logs each probe run ("Activity
+        # 'credentials' succeeded") and aiohttp each request, two INFO lines a probe, drowning our own.
+        logging.getLogger("kopf.activities").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if args.log_level:
         logging.getLogger().setLevel(args.log_level.upper())
     logging.getLogger("boto3").setLevel(logging.WARNING)

@@ -74,3 +74,18 @@ def test_rotation_reaches_the_credential_process_pod_without_a_restart(kube, con
     for how in ("env", "credentials"):
         last = [x for x in consumer_lines(kube.core, team, f"sdk-{how}") if "key" in x][-1]
         assert last["key"] == consumers["first"][how]["key"] != new_key, how
+
+
+def test_no_secret_value_in_any_pod_log(kube, consumers):
+    """The operator's and the consumers' logs (kubectl logs) never carry the secret half or the session token."""
+    from devstack.workloads import pod_log
+    from tests.node.conftest import RELEASE
+
+    data = kube.secret(consumers["team"], SECRET)["data"]
+    values = {data["AWS_SECRET_ACCESS_KEY"], data["AWS_SESSION_TOKEN"]}
+    logs = {f"{RELEASE}/{p.metadata.name}": pod_log(kube.core, RELEASE, p.metadata.name)
+            for p in kube.core.list_namespaced_pod(RELEASE).items}
+    logs.update({f"sdk-{how}": pod_log(kube.core, consumers["team"], f"sdk-{how}") for how in HOWS})
+    assert all(logs.values())
+    leaks = [name for name, text in logs.items() for value in values if value in text]
+    assert not leaks, leaks
