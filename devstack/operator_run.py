@@ -70,9 +70,9 @@ class OperatorProcess:
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     python: str = sys.executable  # e.g. devstack.runtime_venv.ensure_runtime_venv() for image-like runs
-    # As the chart: the cluster-wide RBAC has no list/watch on Secrets, so a Secret deleted by hand is found by
-    # a by-name check every 45 s; True watches the operator's Secrets (the namespaced RBAC allows it).
-    watch_secrets: bool = False
+    # As the chart's default: the operator watches its own Secrets (label-selected), so a Secret deleted by hand
+    # is written again at once; False mirrors secretRecovery.clusterMode=check (a by-name read every 45 s).
+    watch_secrets: bool = True
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 

@@ -81,7 +81,8 @@ def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> S
         restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds),
         rotate_min_interval=timedelta(seconds=config.rotate_min_interval_seconds),
         max_sleep_seconds=config.secret_check_seconds)
-    controller = CredentialController(reconciler=reconciler, kube=kube, workers=config.max_concurrent_passes)
+    controller = CredentialController(reconciler=reconciler, kube=kube, workers=config.max_concurrent_passes,
+                                      trust_known_secret=config.watch_secrets)
     verifier = IdentityVerifier(vault=vault, kube=kube, default_vault=config.default_vault,
                                 operator_namespace=config.lease_namespace, rules=config.connection_rules)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, verifier=verifier,

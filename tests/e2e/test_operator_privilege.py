@@ -19,7 +19,7 @@ import pytest
 
 from devstack.kubeconfig import kubeconfig_for_service_account
 from devstack.manifests import GROUP, VERSION, assumed_role_credential, mfa_identity
-from devstack.operator_run import OperatorProcess
+from devstack.operator_run import TEST_OPERATOR_ARGS, OperatorProcess
 from devstack.seed import RoleSpec, SeededIdentity, seed_identity
 from tests.conftest import NAMESPACED_HOME, NAMESPACED_RELEASE_SA, NAMESPACED_WATCHED
 from tests.e2e.helpers import MFAID, wait_for
@@ -142,26 +142,53 @@ def test_plain_http_default_vault_needs_the_development_setting(stack):
     assert "uses http://: plain HTTP needs --allow-insecure-http" in result.stderr, result.stderr
 
 
-def test_secret_deleted_by_hand_is_back_within_a_minute_cluster_scope(stack, kube, team, seeded, emulator_admin,
-                                                                     issued):
-    """Cluster-wide RBAC has no list/watch on Secrets: the by-name check (every 45 s) finds it missing."""
-    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team]))
-    kube.create_credential(assumed_role_credential(team, "app", seeded.name, seeded.role_arns[0]))
-    before = kube.wait_ready(team, "app")["status"]
+def _delete_and_time_recovery(kube: Any, team: str, name: str, emulator_admin: Any, seeded: Any,
+                              issued: Any) -> float:
+    before = kube.wait_ready(team, name, timeout=90)["status"]
     codes = codes_spent(emulator_admin, seeded.mfa_serial)
-    issues = issue_events(kube, team, "app")
-    kube.core.delete_namespaced_secret("app", team)
+    issues = issue_events(kube, team, name)
+    kube.core.delete_namespaced_secret(name, team)
     deleted_at = time.monotonic()
-    wait_for("the Secret back", lambda: kube.secret(team, "app"), timeout=60, interval=0.25)
+    wait_for("the Secret back", lambda: kube.secret(team, name), timeout=60, interval=0.25)
     back_after = time.monotonic() - deleted_at
-    issued.add_secret(kube.secret(team, "app"))
-    after = kube.wait_ready(team, "app")["status"]
+    issued.add_secret(kube.secret(team, name))
+    after = kube.wait_ready(team, name)["status"]
     # The operator keeps no secret value in memory: the Secret is issued again, from the cached MFA session:
     # one AssumeRole, no GetSessionToken, no TOTP code.
     assert after["accessKeyId"] != before["accessKeyId"]
     assert codes_spent(emulator_admin, seeded.mfa_serial) == codes
-    assert issue_events(kube, team, "app") == issues + 1
-    print(f"cluster scope (by-name check every 45 s): Secret back after {back_after:.1f}s")
+    assert issue_events(kube, team, name) == issues + 1
+    return back_after
+
+
+def test_secret_deleted_by_hand_is_back_at_once_cluster_scope(stack, kube, team, seeded, emulator_admin, issued):
+    """The chart's default in the cluster-wide mode (secretRecovery.clusterMode=watch): a label-selected watch."""
+    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team]))
+    kube.create_credential(assumed_role_credential(team, "app", seeded.name, seeded.role_arns[0]))
+    back_after = _delete_and_time_recovery(kube, team, "app", emulator_admin, seeded, issued)
+    assert back_after < 10, back_after
+    print(f"cluster scope (label-selected watch): Secret back after {back_after:.1f}s")
+
+
+def test_secret_deleted_by_hand_is_back_by_the_check_without_a_watch(stack, kube, operator, team, seeded,
+                                                                    emulator_admin, issued):
+    """secretRecovery.clusterMode=check (no list/watch on Secrets): each pass reads its Secret by name, at
+    least every --secret-check-interval (15 s here; the chart's default is 45 s)."""
+    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team]))
+    checker = OperatorProcess(stack, name="operator-check", kubeconfig=operator.kubeconfig, watch_secrets=False,
+                              extra_args=["--peering", "vault-sts-operator", "--secret-check-interval", "15",
+                                          *TEST_OPERATOR_ARGS])
+    operator.stop()
+    try:
+        checker.start()
+        kube.create_credential(assumed_role_credential(team, "checked", seeded.name, seeded.role_arns[0]))
+        back_after = _delete_and_time_recovery(kube, team, "checked", emulator_admin, seeded, issued)
+        assert back_after < 30, back_after
+        print(f"cluster scope (by-name check every 15 s): Secret back after {back_after:.1f}s")
+        kube.delete_credential(team, "checked")
+    finally:
+        checker.stop()
+        operator.start()
 
 
 def issue_events(kube: Any, ns: str, name: str) -> int:

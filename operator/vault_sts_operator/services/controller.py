@@ -115,8 +115,13 @@ def another_replica_active(status: Mapping[str, Any] | None, my_priority: int, n
 
 class CredentialController:
     def __init__(self, *, reconciler: CredentialReconciler, kube: KubeGateway, workers: int,
+                 trust_known_secret: bool = True,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._reconciler = reconciler
+        # With the Secret watch on, a Secret deleted by hand is reported (secret_deleted), so a pass may trust
+        # what it last wrote. Without it (--no-watch-secrets), every pass reads its Secret by name: that read
+        # is the only way a deleted Secret is noticed.
+        self._trust_known_secret = trust_known_secret
         self._kube = kube
         self._clock = clock
         self._objects: dict[Key, _Cached] = {}
@@ -233,7 +238,8 @@ class CredentialController:
             return None if cached is None else 1.0
         body = json.loads(cached.raw)
         result = await self._reconciler.reconcile(body, self.resolve, self._failures.get(key, 0),
-                                                  secret_absent=cached.fresh, known=cached.secret)
+                                                  secret_absent=cached.fresh,
+                                                  known=cached.secret if self._trust_known_secret else None)
         current = self._objects.get(key)
         if result.gone:
             self.forget(key)
