@@ -21,7 +21,8 @@ CLI = str(Path(sys.executable).with_name("vault-sts-operator"))
 
 
 def ctl(stack, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    full = {**os.environ, **stack.subprocess_env(), **(env or {})}
+    # The local stack's STS emulator speaks http: the verbs need the same development setting as the operator.
+    full = {**os.environ, **stack.subprocess_env(), "VSO_ALLOW_INSECURE_HTTP": "1", **(env or {})}
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=full, timeout=timeout, check=False)
 
 

@@ -134,7 +134,8 @@ def test_identity_author_cannot_borrow_the_operators_credentials_or_rights(
 def test_plain_http_default_vault_needs_the_development_setting(stack):
     """Started without --allow-insecure-http, an http:// default Vault address stops the operator at once,
     before it contacts anything."""
-    env = {**stack.subprocess_env(), "VAULT_ADDR": stack.vault_addr}
+    # The stack's Vault speaks TLS: the same address with http:// is what a careless default looks like.
+    env = {**stack.subprocess_env(), "VAULT_ADDR": stack.vault_addr.replace("https://", "http://", 1)}
     env.pop("VSO_ALLOW_INSECURE_HTTP", None)
     result = subprocess.run([sys.executable, "-m", "vault_sts_operator", "run", "--liveness", "", "--metrics-port",
                              "0"], env=env, capture_output=True, text=True, timeout=60, check=False)

@@ -16,6 +16,7 @@ from typing import Any
 
 from vault_sts_operator.api.specs import (
     AppRoleAuth,
+    ConnectionRules,
     IdentitySpec,
     KubernetesAuth,
     KvAccessKey,
@@ -34,7 +35,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], exit_help
     parser.add_argument("--service-account", default="vault-sts-operator/vault-sts-operator", metavar="NS/NAME",
                         help="the operator's ServiceAccount, for kubernetes auth (default: %(default)s)")
     parser.add_argument("--audience", action="append", default=[],
-                        help="token audience Vault's kubernetes auth role expects (repeatable)")
+                        help="token audience Vault's kubernetes auth role expects (repeatable; default: vault, "
+                             "as the chart's vault.auth.kubernetes.audience)")
+    parser.add_argument("--allow-insecure-http", action="store_true",
+                        default=os.environ.get("VSO_ALLOW_INSECURE_HTTP", "").lower() in ("1", "true", "yes"),
+                        help="DEVELOPMENT ONLY: accept http:// Vault and STS addresses, as the operator's flag of "
+                             "the same name (env VSO_ALLOW_INSECURE_HTTP)")
     parser.add_argument("--vault-address", default=os.environ.get("VAULT_ADDR", ""),
                         help="the operator's default Vault address, for identities that name none")
     parser.add_argument("--vault-ca-file", default=os.environ.get("VAULT_CACERT", ""),
@@ -74,7 +80,7 @@ def _vault_session(kube: Any, identity: IdentitySpec, args: argparse.Namespace) 
     strategy: AuthStrategy
     if isinstance(auth, KubernetesAuth):
         namespace, _, sa = args.service_account.partition("/")
-        token = kube.service_account_token(namespace, sa, args.audience or None)
+        token = kube.service_account_token(namespace, sa, args.audience or ["vault"])
         strategy = KubernetesLogin(role=auth.role, mount=auth.mount, jwt=lambda: token)
     elif isinstance(auth, AppRoleAuth):
         ref = auth.secret_id_ref
@@ -109,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                if args.vault_address else None)
     try:
         identity = parse_identity(args.name, str((body.get("metadata") or {}).get("uid")), body.get("spec") or {},
-                                  default_vault=default, operator_namespace=namespace)
+                                  default_vault=default, operator_namespace=namespace,
+                                  rules=ConnectionRules(allow_insecure_http=args.allow_insecure_http))
     except IssuingError as exc:
         raise CtlError(f"MFAIdentity {args.name} is not valid: {exc.message}") from None
     print(f"MFAIdentity {args.name}: Vault {identity.vault.address} ({identity.vault.auth.__class__.__name__}), "
