@@ -467,7 +467,7 @@ def env(stack: Stack) -> dict[str, str]:
         "VSO_CONTAINERD_ADDRESS": str(NodePaths.of(stack.layout).containerd_socket),
         # what pods use: the same services as on the host's loopback, at the node's host address
         "VSO_NODE_KUBE_API": f"https://{netns.NODE_HOST_IP}:{stack.ports.apiserver}",
-        "VSO_NODE_VAULT_ADDR": f"http://{netns.NODE_HOST_IP}:{stack.ports.bao}",
+        "VSO_NODE_VAULT_ADDR": f"https://{netns.NODE_HOST_IP}:{stack.ports.bao}",  # TLS: the cert names this IP
         "VSO_NODE_STS_ENDPOINT": f"http://{netns.NODE_HOST_IP}:{stack.ports.emulator}",
     }
     image = loaded_image(stack.layout)

@@ -53,8 +53,9 @@ class Node:
 
     host_ip: str
     image: str
-    vault_addr: str  # the stack's OpenBao, as pods reach it
+    vault_addr: str  # the stack's Vault, as pods reach it (TLS: its certificate names the node's host IP)
     sts_endpoint: str  # the stack's STS emulator, as pods reach it
+    vault_ca: str = ""  # the PEM file of the CA that signed the Vault's certificate
 
     @classmethod
     def from_stack(cls, stack: StackEnv) -> Node:
@@ -65,7 +66,8 @@ class Node:
                                "image was not built and loaded (`make image`)")
         return cls(host_ip=host_ip, image=image,
                    vault_addr=stack.extra.get("VSO_NODE_VAULT_ADDR") or _rehost(stack.vault_addr, host_ip),
-                   sts_endpoint=stack.extra.get("VSO_NODE_STS_ENDPOINT") or _rehost(stack.sts_endpoint, host_ip))
+                   sts_endpoint=stack.extra.get("VSO_NODE_STS_ENDPOINT") or _rehost(stack.sts_endpoint, host_ip),
+                   vault_ca=str(stack.vault_ca) if stack.vault_ca is not None else "")
 
     @property
     def repository(self) -> str:
@@ -101,11 +103,17 @@ def helm(stack: StackEnv, *args: str, check: bool = True, timeout: float = 180) 
 
 
 def release_values(node: Node, *, peering: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """``--set`` arguments: the node's image (never pulled), 2 peered replicas, Vault as pods reach it."""
+    """``--set`` arguments: the node's image (never pulled), 2 peered replicas, Vault as pods reach it.
+
+    The CRDs come from ``kubectl apply -f crds/`` (the suites share them; tests/chart covers the chart's
+    own CRD templates); the STS emulator speaks plain HTTP, so the development setting is on."""
     sets = [f"image.repository={node.repository}", f"image.tag={node.tag}", "image.pullPolicy=Never",
             "replicaCount=2", "peering.enabled=true", f"peering.name={peering}", f"vault.address={node.vault_addr}",
-            *extra]
-    return [arg for value in sets for arg in ("--set", value)]
+            "crds.enabled=false", "allowInsecureHttp=true", *extra]
+    args = [arg for value in sets for arg in ("--set", value)]
+    if node.vault_ca:
+        args += ["--set-file", f"vault.caBundle={node.vault_ca}"]
+    return args
 
 
 # --- pods ------------------------------------------------------------------------------------------------

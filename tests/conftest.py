@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from devstack.env import StackEnv
-from devstack.manifests import GROUP
+from devstack.manifests import GROUP, VAULT_CA_KEY, VAULT_CA_SECRET
 from devstack.operator_run import OPERATOR_NAMESPACE
 from tests.e2e.helpers import ARC, MFAID, Kube, kubectl
 
@@ -138,5 +138,9 @@ def namespaced_release(stack: StackEnv, crds: None) -> Iterator[str]:
          "--set", "watchNamespaces={" + ",".join(NAMESPACED_WATCHED) + "}", "--set", "peering.enabled=false",
          "--set", "replicaCount=1", "--set", "metrics.service.enabled=false", "--set", "crds.enabled=false",
          "--set", f"vault.address={stack.vault_addr}")
+    if stack.vault_ca is not None:  # MFAIdentities' caSecretRef resolves in the operator's namespace: this one's
+        manifest = kubectl(stack, "create", "secret", "generic", VAULT_CA_SECRET, "-n", NAMESPACED_HOME,
+                           f"--from-file={VAULT_CA_KEY}={stack.vault_ca}", "--dry-run=client", "-o", "yaml").stdout
+        kubectl(stack, "apply", "-f", "-", stdin=manifest)
     yield NAMESPACED_RELEASE
     helm(stack, "uninstall", NAMESPACED_RELEASE, "--namespace", NAMESPACED_HOME, check=False)
