@@ -11,7 +11,7 @@ window is the few seconds of one refusal, after the identity's own verification 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devstack.manifests import GROUP, VERSION, assumed_role_credential, mfa_identity
 from devstack.operator_run import TEST_ROTATE_MIN_INTERVAL, OperatorProcess
 from devstack.seed import RoleSpec, SeededIdentity, seed_identity
-from tests.e2e.helpers import MFAID, kubectl, wait_for
+from tests.e2e.helpers import ARC, MFAID, kubectl, wait_for
 
 # One row per attack or check, printed at the end of the module (and kept for the issue's table).
 TABLE: list[tuple[str, str, int, int, int]] = []
@@ -84,8 +84,14 @@ def wait_identity_ready(kube: Any, name: str) -> None:
 
 
 @pytest.fixture
-def tenants(kube: Any, unique: str) -> tuple[str, str]:
-    return kube.namespace(f"ta-{unique}"), kube.namespace(f"tb-{unique}")
+def tenants(kube: Any, unique: str) -> Iterator[tuple[str, str]]:
+    namespaces = kube.namespace(f"ta-{unique}"), kube.namespace(f"tb-{unique}")
+    yield namespaces
+    # Credentials left behind would keep calling STS on a shared stack (an AccessDenied one retries every
+    # 10 min, direct ones spend codes when they rotate) and show up in other tests' call counts.
+    for ns in namespaces:
+        for item in kube.custom.list_namespaced_custom_object(GROUP, VERSION, ns, ARC)["items"]:
+            kube.delete_credential(ns, item["metadata"]["name"])
 
 
 @pytest.fixture

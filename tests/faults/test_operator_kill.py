@@ -6,6 +6,7 @@ import signal
 import time
 
 from devstack.manifests import assumed_role_credential
+from devstack.operator_run import TEST_ROTATE_MIN_INTERVAL
 from tests.e2e.helpers import wait_for
 
 
@@ -15,6 +16,8 @@ def test_sigkill_mid_rotation(stack, kube, team, make_identity, operator, emulat
     kube.create_credential(assumed_role_credential(team, "app", ident.name, ident.role_arns[0], mfa="direct",
                                                    durationSeconds=3600))
     first = kube.wait_ready(team, "app", timeout=60)["status"]["accessKeyId"]
+    # rotate once the rotate annotation's minimum interval has passed, so the rotation starts at once
+    time.sleep(TEST_ROTATE_MIN_INTERVAL)
     calls = emulator_admin.counters()["calls"]["AssumeRole"]
     emulator_admin.add_fault("latency", action="AssumeRole", latency_s=5.0)
     try:
