@@ -47,9 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-insecure-http", action="store_true",
                      default=os.environ.get("VSO_ALLOW_INSECURE_HTTP", "").lower() in ("1", "true", "yes"),
                      help="DEVELOPMENT ONLY: allow http:// Vault and STS addresses (env VSO_ALLOW_INSECURE_HTTP)")
-    run.add_argument("--no-watch-secrets", dest="watch_secrets", action="store_false",
-                     help="do not watch the operator's own Secrets (needs list/watch on Secrets); a Secret deleted "
-                          "by hand then comes back at the next existence check (--secret-check-interval)")
+    run.add_argument("--watch-secrets", action=argparse.BooleanOptionalAction, default=True,
+                     help="watch the operator's own Secrets (label-selected; needs list/watch on Secrets) so one "
+                          "deleted by hand is written again at once; with --no-watch-secrets it comes back at the "
+                          "next by-name check (--secret-check-interval)")
     run.add_argument("--secret-check-interval", type=float, default=3600.0, metavar="SECONDS",
                      help="longest sleep between two passes of a credential, each of which reads its Secret by name "
                           "(the chart sets 45 with --no-watch-secrets, so a deleted Secret is back within a minute)")
