@@ -6,7 +6,8 @@ import asyncio
 import concurrent.futures
 import logging
 import secrets
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 
@@ -18,14 +19,29 @@ from vault_sts_operator.config import OperatorConfig
 log = logging.getLogger(__name__)
 
 
+class IdentityDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds a diff base for every event of every resource, deep-copying the whole body
+    (managedFields too); only MFAIdentity has change handlers that use one. AssumedRoleCredentials
+    (thousands of events) get an empty one."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        if body.get("kind") == c.CREDENTIAL_KIND:
+            return cast(kopf.BodyEssence, {})
+        return super().build(body=body, extra_fields=extra_fields)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if body.get("kind") == c.CREDENTIAL_KIND:
+            return None
+        return super().fetch(body=body)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.get("config") or OperatorConfig()
     # Our own finalizer and annotation prefix, not kopf's defaults.
     settings.persistence.finalizer = c.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = IdentityDiffBaseStorage(prefix=c.GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING if not config.verbose else logging.INFO
     settings.posting.enabled = True
     # Watches: reconnect well before load balancers cut idle streams (kopf docs, "Configuration").

@@ -12,7 +12,8 @@ managedFields; the body is parsed again only for a pass) and the count of failed
   identity runs a pass at once. Status-only updates (our own patches) wake nothing.
 - Deletion forgets the CR: its timer, its cached body and its per-credential metrics. There is no
   finalizer: the Secret goes with the CR through its owner reference. A finalizer left by an
-  older version (a kopf daemon) is removed on sight.
+  older version (a kopf daemon) is removed by kopf itself, which drops its finalizer
+  (`settings.persistence.finalizer`, the same name) from objects no handler needs it on.
 - While another replica is active (kopf peering), no pass runs.
 """
 
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 
-# Finalizer of operator versions that ran a kopf daemon per credential.
-LEGACY_FINALIZER = c.FINALIZER
 PEERING_POLL_SECONDS = 5.0
 
 
@@ -121,7 +120,6 @@ class CredentialController:
         self._clock = clock
         self._objects: dict[Key, _Cached] = {}
         self._failures: dict[Key, int] = {}
-        self._finalizers_removing: set[Key] = set()
         self.resolve: IdentityResolver | None = None  # set by the handlers from kopf's identity index
         self.scheduler: Scheduler[Key] = Scheduler(self._pass, workers=workers)
         self._peering_task: asyncio.Task[None] | None = None
@@ -161,10 +159,6 @@ class CredentialController:
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
-        finalizers = list(meta.get("finalizers") or ())
-        if LEGACY_FINALIZER in finalizers and key not in self._finalizers_removing:
-            self._finalizers_removing.add(key)
-            asyncio.get_running_loop().create_task(self._remove_finalizer(key, finalizers))
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
             self.forget(key)
             return
@@ -208,15 +202,6 @@ class CredentialController:
 
     def __len__(self) -> int:
         return len(self._objects)
-
-    async def _remove_finalizer(self, key: Key, finalizers: list[str]) -> None:
-        try:
-            await self._kube.remove_finalizer(key[0], key[1], finalizers, LEGACY_FINALIZER)
-            log.info("%s/%s: removed the finalizer of an earlier operator version", *key)
-        except IssuingError as exc:
-            log.warning("%s/%s: %s", key[0], key[1], exc.message)
-        finally:
-            self._finalizers_removing.discard(key)
 
     # -- one pass --------------------------------------------------------------------------------
     async def _pass(self, key: Key) -> float | None:
