@@ -48,7 +48,7 @@ class PassResult:
     failures: int  # consecutive failures, for the next pass's backoff
     status: dict[str, Any] | None = None  # the status fields this pass wrote (None: none)
     gone: bool = False  # the CR no longer exists (deleted while the watch was away): stop scheduling it
-    secret: KnownSecret | None = None  # for the next pass
+    secret: KnownSecret | None = None  # for the next pass (None after a failure: keep the previous one)
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,6 @@ class CredentialReconciler:
                 assert record is not None  # decide() issues when there is no record
                 written = await self._report_current(body, spec, record, status)
             renew_at = self._renew_at(spec, record)
-            metrics.SECONDS_UNTIL_EXPIRY.labels(namespace=namespace, name=name).set(
-                (record.expiration - self._clock()).total_seconds())
-            metrics.EXPIRATION_TIMESTAMP.labels(namespace=namespace, name=name).set(record.expiration.timestamp())
             return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), MAX_SLEEP_SECONDS),
                               failures=0, status=written, secret=known)
         except _CredentialGone:
