@@ -236,8 +236,18 @@ def install_flow_schema(stack: StackEnv) -> None:
     run_tool(stack, "kubectl", "apply", "-f", str(path))
 
 
-def create_only(stack: StackEnv, count: int, threads: int, run_id: str) -> float:
-    """Seconds to create `count` CRs with no operator running (what the apiserver alone takes)."""
+def stack_cpu_s() -> dict[str, float]:
+    from devstack import procs
+    from devstack.layout import Layout
+
+    out = {running.name: proc_cpu_s(running.pid) for running in procs.recorded(Layout.default())}
+    out["benchmark"] = proc_cpu_s(os.getpid())
+    return out
+
+
+def create_only(stack: StackEnv, count: int, threads: int, run_id: str) -> tuple[float, dict[str, float]]:
+    """Seconds to create `count` CRs with no operator running (what the apiserver alone takes), and the
+    CPU seconds each stack process spent meanwhile."""
     from kubernetes import client
 
     namespace = f"bench-{run_id}-createonly"
@@ -255,10 +265,12 @@ def create_only(stack: StackEnv, count: int, threads: int, run_id: str) -> float
         local.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, ARC, manifest,
                                                      _preload_content=False)
 
+    cpu_before = stack_cpu_s()
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="create-only") as pool:
         list(pool.map(create, [f"cred-{i:05d}" for i in range(count)]))
     took = time.time() - started
+    cpu_after = stack_cpu_s()
     log(f"create-only: {count} CRs in {took:.1f}s with no operator running")
     core.delete_namespace(namespace)
     deadline = time.monotonic() + 600
@@ -273,7 +285,7 @@ def create_only(stack: StackEnv, count: int, threads: int, run_id: str) -> float
             raise
         time.sleep(1.0)
     api.close()
-    return took
+    return took, {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in sorted(cpu_after)}
 
 
 class Cluster:
@@ -924,9 +936,10 @@ def operator_running(args: argparse.Namespace, stack: StackEnv) -> Iterator[Oper
 def run(args: argparse.Namespace, stack: StackEnv) -> int:
     install_crds_and_chart(stack)
     install_flow_schema(stack)
-    create_only_s = None
+    create_only_s, create_only_cpu = None, {}
     if args.create_only and not args.soak:
-        create_only_s = round(create_only(stack, args.crs, args.apply_threads, uuid.uuid4().hex[:6]), 3)
+        took, create_only_cpu = create_only(stack, args.crs, args.apply_threads, uuid.uuid4().hex[:6])
+        create_only_s = round(took, 3)
     with operator_running(args, stack) as operator:
         assert operator.proc is not None
         pid = operator.proc.pid
@@ -987,6 +1000,7 @@ def run(args: argparse.Namespace, stack: StackEnv) -> int:
             "operator_env": args.operator_env,
             **info,
             "create_only_s": create_only_s,
+            "create_only_cpu_s_by_process": create_only_cpu,
             "all_ready_over_create_only": (round(ours["all_ready_s"] / create_only_s, 2)
                                            if create_only_s and ours.get("all_ready_s") else None),
             "operator_cpu_ms_per_cr": ours.get("operator_cpu_ms_per_cr"),

@@ -52,7 +52,8 @@ class Services:
 
 def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> Services:
     """Call inside the running event loop (the Kubernetes client's session belongs to it)."""
-    rest = KubeRest(default_login(settings), pool_size=config.max_concurrent_passes * 2)
+    # One connection per pass in flight (each TLS connection holds a read buffer of about 130 KB).
+    rest = KubeRest(default_login(settings), pool_size=config.max_concurrent_passes)
     kube = KubeGateway(rest)
     vault = VaultSessionFactory(kube, sa_token_file=config.vault_sa_token_file)
     devices = MfaDeviceGuard(LeaseStepStore(rest, namespace=config.lease_namespace, holder=config.instance_id))

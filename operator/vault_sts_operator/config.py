@@ -23,7 +23,9 @@ class OperatorConfig:
     peering_name: str = ""  # empty: standalone (no kopf peering)
     sts_concurrency: int = 16
     worker_threads: int = 16
-    max_concurrent_passes: int = 16
+    # Scheduler workers: a pass mostly waits on the API server (three requests) and STS, so more passes
+    # than cores are in flight; STS calls stay bounded by sts_concurrency.
+    max_concurrent_passes: int = 32
     restart_debounce_seconds: float = 10.0
     # A rotate annotation is honoured once the Secret is this old (docs/reference.md, "Rotating on demand").
     rotate_min_interval_seconds: float = 60.0

@@ -6,7 +6,8 @@ import asyncio
 import concurrent.futures
 import logging
 import secrets
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 
@@ -24,14 +25,29 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | No
     return kube_login(settings)
 
 
+class IdentityDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds a diff base for every event of every resource, deep-copying the whole body
+    (managedFields too); only MFAIdentity has change handlers that use one. AssumedRoleCredentials
+    (thousands of events) get an empty one."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        if body.get("kind") == c.CREDENTIAL_KIND:
+            return cast(kopf.BodyEssence, {})
+        return super().build(body=body, extra_fields=extra_fields)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if body.get("kind") == c.CREDENTIAL_KIND:
+            return None
+        return super().fetch(body=body)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.get("config") or OperatorConfig()
     # Our own finalizer and annotation prefix, not kopf's defaults.
     settings.persistence.finalizer = c.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = IdentityDiffBaseStorage(prefix=c.GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING if not config.verbose else logging.INFO
     settings.posting.enabled = True
     # Watches: reconnect well before load balancers cut idle streams (kopf docs, "Configuration").
@@ -46,7 +62,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf keeps a task and a queue per object for `idle_timeout` after its last event (5 s by default):
     # ten thousand CRs applied at once would hold ten thousand of each. Our only credential handler
     # returns at once (it enqueues on the scheduler), so a short idle time keeps just the busy few.
-    settings.queueing.idle_timeout = 0.5
+    settings.queueing.idle_timeout = 0.2
+    # And at most this many at once: kopf spawns a worker per object as fast as it reads the stream, so
+    # the initial list of a restart held every body (ten thousand) in memory at once (173 MB peak).
+    settings.queueing.worker_limit = 200
+    # The initial list in pages rather than one response holding every body.
+    settings.watching.chunk_size = 500
     if config.peering_name:
         # kopf pauses every operator that sees a live peer of the same priority (kopf >= 1.29), so replicas
         # that all keep the default priority 0 all pause and none works. A random priority per instance keeps

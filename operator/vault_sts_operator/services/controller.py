@@ -12,7 +12,8 @@ managedFields; the body is parsed again only for a pass) and the count of failed
   identity runs a pass at once. Status-only updates (our own patches) wake nothing.
 - Deletion forgets the CR: its timer, its cached body and its per-credential metrics. There is no
   finalizer: the Secret goes with the CR through its owner reference. A finalizer left by an
-  older version (a kopf daemon) is removed on sight.
+  older version (a kopf daemon) is removed by kopf itself, which drops its finalizer
+  (`settings.persistence.finalizer`, the same name) from objects no handler needs it on.
 - While another replica is active (kopf peering), no pass runs.
 """
 
@@ -22,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,15 +45,13 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 
-# Finalizer of operator versions that ran a kopf daemon per credential.
-LEGACY_FINALIZER = c.FINALIZER
 PEERING_POLL_SECONDS = 5.0
 
 
 class _Cached:
     """One CR as the watch last showed it (plus the status our own passes wrote since)."""
 
-    __slots__ = ("fingerprint", "fresh", "identity", "raw", "secret")
+    __slots__ = ("expiration", "fingerprint", "fresh", "identity", "raw", "secret")
 
     def __init__(self, raw: bytes, identity: str, fingerprint: tuple[object, ...], fresh: bool) -> None:
         self.raw = raw
@@ -60,6 +59,7 @@ class _Cached:
         self.fingerprint = fingerprint
         self.fresh = fresh  # no Secret issued for it yet, as far as its status tells
         self.secret: KnownSecret | None = None  # the Secret as this process last wrote or read it
+        self.expiration: float | None = None  # Unix time its credentials expire (for the metrics)
 
 
 def fingerprint(body: Mapping[str, Any]) -> tuple[object, ...]:
@@ -97,6 +97,13 @@ def scheduled_renewal(body: Mapping[str, Any]) -> datetime | None:
         return None
 
 
+def _status_expiration(body: Mapping[str, Any]) -> float | None:
+    try:
+        return parse_time(str(body["status"]["expiration"])).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def another_replica_active(status: Mapping[str, Any] | None, my_priority: int, now: datetime) -> bool:
     """kopf's rule: a live peer with a higher priority keeps this replica paused."""
     for info in (status or {}).values():
@@ -126,11 +133,16 @@ class CredentialController:
         self._clock = clock
         self._objects: dict[Key, _Cached] = {}
         self._failures: dict[Key, int] = {}
-        self._finalizers_removing: set[Key] = set()
         self.resolve: IdentityResolver | None = None  # set by the handlers from kopf's identity index
         self.scheduler: Scheduler[Key] = Scheduler(self._pass, workers=workers)
         self._peering_task: asyncio.Task[None] | None = None
         metrics.SCHEDULED_CREDENTIALS.set_function(lambda: len(self._objects))
+        metrics.CREDENTIAL_EXPIRY.source = self._expirations
+
+    def _expirations(self) -> Iterator[tuple[str, str, float]]:
+        for (namespace, name), cached in list(self._objects.items()):
+            if cached.expiration is not None:
+                yield namespace, name, cached.expiration
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, *, peering: str = "", priority: int = 0, namespaces: tuple[str, ...] = ()) -> None:
@@ -166,10 +178,6 @@ class CredentialController:
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
-        finalizers = list(meta.get("finalizers") or ())
-        if LEGACY_FINALIZER in finalizers and key not in self._finalizers_removing:
-            self._finalizers_removing.add(key)
-            asyncio.get_running_loop().create_task(self._remove_finalizer(key, finalizers))
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
             self.forget(key)
             return
@@ -177,15 +185,19 @@ class CredentialController:
         identity = str((compact["spec"].get("identityRef") or {}).get("name", ""))
         print_ = fingerprint(compact)
         old = self._objects.get(key)
+        expiration = _status_expiration(compact)
         if old is not None and old.fingerprint == print_:
             old.raw = json.dumps(compact, separators=(",", ":")).encode()
             old.identity = identity
+            old.expiration = expiration or old.expiration
             return
         renew_at = scheduled_renewal(compact)
         fresh = not compact["status"].get("accessKeyId") and not compact["status"].get("secretName")
         replacement = _Cached(json.dumps(compact, separators=(",", ":")).encode(), identity, print_, fresh=fresh)
+        replacement.expiration = expiration
         if old is not None and old.fingerprint[0] == print_[0]:  # same object (uid): its Secret is still known
             replacement.secret = old.secret
+            replacement.expiration = expiration or old.expiration
         self._objects[key] = replacement
         self._failures.pop(key, None)
         if old is None and renew_at is not None:
@@ -195,8 +207,7 @@ class CredentialController:
             self.scheduler.wake(key)
 
     def forget(self, key: Key) -> None:
-        if self._objects.pop(key, None) is not None:
-            metrics.forget_credential(*key)
+        self._objects.pop(key, None)  # its metric series go with it
         self._failures.pop(key, None)
         self.scheduler.forget(key)
 
@@ -222,15 +233,6 @@ class CredentialController:
     def __len__(self) -> int:
         return len(self._objects)
 
-    async def _remove_finalizer(self, key: Key, finalizers: list[str]) -> None:
-        try:
-            await self._kube.remove_finalizer(key[0], key[1], finalizers, LEGACY_FINALIZER)
-            log.info("%s/%s: removed the finalizer of an earlier operator version", *key)
-        except IssuingError as exc:
-            log.warning("%s/%s: %s", key[0], key[1], exc.message)
-        finally:
-            self._finalizers_removing.discard(key)
-
     # -- one pass --------------------------------------------------------------------------------
     async def _pass(self, key: Key) -> float | None:
         cached = self._objects.get(key)
@@ -248,7 +250,9 @@ class CredentialController:
         if current.fingerprint[0] != cached.fingerprint[0]:  # deleted and created again meanwhile: start over
             return 0.0
         current.fresh = False
-        current.secret = result.secret
+        if result.secret is not None:
+            current.secret = result.secret
+            current.expiration = result.secret.record.expiration.timestamp()
         if result.status:  # keep what this pass wrote until the watch brings it
             merged = json.loads(current.raw)
             merged["status"] = {**merged.get("status", {}), **result.status}

@@ -49,7 +49,7 @@ class PassResult:
     failures: int  # consecutive failures, for the next pass's backoff
     status: dict[str, Any] | None = None  # the status fields this pass wrote (None: none)
     gone: bool = False  # the CR no longer exists (deleted while the watch was away): stop scheduling it
-    secret: KnownSecret | None = None  # for the next pass
+    secret: KnownSecret | None = None  # for the next pass (None after a failure: keep the previous one)
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,6 @@ class CredentialReconciler:
             if decision.deferred_until is not None:
                 renew_at = min(renew_at, decision.deferred_until)
                 await self._report_deferred(body, decision.deferred_until)
-            metrics.SECONDS_UNTIL_EXPIRY.labels(namespace=namespace, name=name).set(
-                (record.expiration - self._clock()).total_seconds())
-            metrics.EXPIRATION_TIMESTAMP.labels(namespace=namespace, name=name).set(record.expiration.timestamp())
             metrics.RENEWAL_TIMESTAMP.labels(namespace=namespace, name=name).set(renew_at.timestamp())
             metrics.credential_ready(namespace, name, ready=True, reason=reasons.ISSUED)
             return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), self._max_sleep),
