@@ -18,9 +18,9 @@ from vault_sts_operator import __version__
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-def samples(text: str, name: str, **labels: str) -> list:
+def samples(text: str, metric: str, /, **labels: str) -> list:
     return [s for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+            if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items())]
 
 
 def test_live_scrape_passes_promtool_and_has_the_new_series(stack, kube, operator, unique, issued):
