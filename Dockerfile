@@ -30,9 +30,6 @@ LABEL org.opencontainers.image.title="vault-sts-operator" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/vault-sts-operator/vault-sts-operator" \
-      org.opencontainers.image.url="https://github.com/vault-sts-operator/vault-sts-operator" \
-      org.opencontainers.image.documentation="https://github.com/vault-sts-operator/vault-sts-operator/tree/main/docs" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11-slim"
 
 # Read-only root filesystem: no bytecode writes at runtime (the venv is compiled at install time),

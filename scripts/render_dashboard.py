@@ -37,7 +37,7 @@ def select(samples: list[Sample], name: str, **labels: str) -> list[Sample]:
     return [s for s in samples if s[0] == name and all(s[1].get(k) == v for k, v in labels.items())]
 
 
-def run_workload(minutes: float, interval: float) -> list[tuple[float, list[Sample]]]:
+def run_workload(minutes: float, interval: float) -> tuple[list[tuple[float, list[Sample]]], str, str]:
     from devstack.env import StackEnv
     from devstack.manifests import assumed_role_credential, mfa_identity
     from devstack.operator_run import OperatorProcess
@@ -78,23 +78,30 @@ def run_workload(minutes: float, interval: float) -> list[tuple[float, list[Samp
         operator.stop()
         kubectl(stack, "delete", "namespace", namespace, "--wait=false", check=False)
         kube.api.close()
-    return series
+    return series, namespace, seeded.name
 
 
-def draw(series: list[tuple[float, list[Sample]]], out: Path) -> None:  # noqa: PLR0915 - one figure, panel by panel
+def draw(all_series: list[tuple[float, list[Sample]]], out: Path, namespace: str, identity: str) -> None:  # noqa: PLR0915 - one figure, panel by panel
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # The dashboard's $namespace and $identity variables, set to this run's: other tests' objects on a
+    # shared stack stay out of the picture.
+    def selected(sample: Sample) -> bool:
+        labels = sample[1]
+        return labels.get("namespace", namespace) == namespace and labels.get("identity", identity) == identity
+
+    series = [(t, [s for s in samples if selected(s)]) for t, samples in all_series]
     dashboard = json.loads((ROOT / "charts/vault-sts-operator/files/grafana-dashboard.json").read_text())
     titles = {p["id"]: p["title"] for p in dashboard["panels"]}
     t0 = series[0][0]
     minutes = [(t - t0) / 60 for t, _ in series]
     plt.style.use("dark_background")
     fig, axes = plt.subplots(3, 2, figsize=(14, 11))
-    fig.suptitle("vault-sts-operator dashboard, drawn from live scrapes of the local stack (not a Grafana screenshot)",
-                 fontsize=12)
+    fig.suptitle("vault-sts-operator dashboard, drawn from live scrapes of the local stack (not a Grafana screenshot)"
+                 f"\nnamespace={namespace}, identity={identity}", fontsize=11)
 
     def lines(ax: Any, keyed: dict[str, list[float]], ylabel: str, stacked: bool = False) -> None:
         if stacked:
@@ -151,9 +158,9 @@ def draw(series: list[tuple[float, list[Sample]]], out: Path) -> None:  # noqa: 
     for t, samples in series:
         found = {s[1]["identity"]: (s[2] - t) / 60 for s in
                  select(samples, "vault_sts_operator_mfa_session_expiration_timestamp_seconds")}
-        for identity in {s[1]["identity"] for _, ss in series for s in
-                         select(ss, "vault_sts_operator_mfa_session_expiration_timestamp_seconds")}:
-            session[identity].append(found.get(identity, float("nan")))
+        for name in {s[1]["identity"] for _, ss in series for s in
+                     select(ss, "vault_sts_operator_mfa_session_expiration_timestamp_seconds")}:
+            session[name].append(found.get(name, float("nan")))
     axes[2][1].set_title(titles[6])
     lines(axes[2][1], dict(session), "minutes left")
     fig.tight_layout()
@@ -166,8 +173,8 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboard.png")
     args = parser.parse_args()
-    series = run_workload(args.minutes, args.interval)
-    draw(series, args.out)
+    series, namespace, identity = run_workload(args.minutes, args.interval)
+    draw(series, args.out, namespace, identity)
     print(f"{len(series)} scrapes over {args.minutes} min -> {args.out}")
     return 0
 
