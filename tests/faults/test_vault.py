@@ -78,7 +78,7 @@ def test_vault_down_then_back(stack, kube, team, make_identity, operator, emulat
     healed = time.monotonic() - back_at
     kube.wait_ready(team, "app", timeout=30)
     assert operator.proc.pid == pid and operator.starts == starts and operator.proc.poll() is None
-    report.fault("test_vault_down_then_back", "openbao stopped", outage, rotation_window_s=window,
+    report.fault("test_vault_down_then_back", f"{stack.vault_flavor} stopped", outage, rotation_window_s=window,
                  vault_requests_failed=passes, vault_requests_failed_operator_wide=int(attempts),
                  retry_delays_s=[d for _, d in delays],
                  sts_codes_sent=0, healed_after_s=round(healed, 1))
