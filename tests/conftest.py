@@ -93,8 +93,9 @@ def unique() -> str:
 @pytest.fixture(scope="session")
 def crds(stack: StackEnv) -> None:
     kubectl(stack, "apply", "-f", str(ROOT / "crds"))
-    # kopf's peering CRDs ship only in the chart (files/crds/), which installs with crds.enabled=false here.
-    kubectl(stack, "apply", "-f", str(ROOT / "charts/vault-sts-operator/files/crds/kopf.dev_peerings.yaml"))
+    # kopf's peering CRDs ship only in the chart's crds/ folder (Helm installs them before the release's peering
+    # objects); the chart installs below find them there.
+    kubectl(stack, "apply", "-f", str(ROOT / "charts/vault-sts-operator/crds/kopf.dev_peerings.yaml"))
     kubectl(stack, "wait", "--for=condition=Established", "--timeout=60s",
             f"crd/{ARC}.{GROUP}", f"crd/{MFAID}.{GROUP}")
 

@@ -171,8 +171,7 @@ def test_crds_are_templates_kept_on_uninstall_by_default(tmp_path):
     sources = {doc["metadata"]["name"]: doc for path in sorted((CHART / "files" / "crds").glob("*.yaml"))
                for doc in yaml.safe_load_all(path.read_text()) if doc}
     assert sorted(c["metadata"]["name"] for c in crds) == sorted(sources)
-    assert {"assumedrolecredentials.vaultsts.io", "mfaidentities.vaultsts.io", "clusterkopfpeerings.kopf.dev"} <= set(
-        sources)
+    assert {"assumedrolecredentials.vaultsts.io", "mfaidentities.vaultsts.io"} == set(sources)
     for crd in crds:
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         source = sources[crd["metadata"]["name"]]
