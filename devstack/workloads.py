@@ -109,7 +109,9 @@ def release_values(node: Node, *, peering: str, extra: tuple[str, ...] = ()) -> 
     own CRD templates); the STS emulator speaks plain HTTP, so the development setting is on."""
     sets = [f"image.repository={node.repository}", f"image.tag={node.tag}", "image.pullPolicy=Never",
             "replicaCount=2", "peering.enabled=true", f"peering.name={peering}", f"vault.address={node.vault_addr}",
-            "crds.enabled=false", "allowInsecureHttp=true", *extra]
+            "crds.enabled=false", "allowInsecureHttp=true",
+            # the suites rotate back to back (a burst within the restart debounce): users keep the 60 s default
+            "extraArgs[0]=--rotate-min-interval=2", *extra]
     args = [arg for value in sets for arg in ("--set", value)]
     if node.vault_ca:
         args += ["--set-file", f"vault.caBundle={node.vault_ca}"]
