@@ -207,7 +207,8 @@ class CredentialController:
             self.scheduler.wake(key)
 
     def forget(self, key: Key) -> None:
-        self._objects.pop(key, None)  # its metric series go with it
+        if self._objects.pop(key, None) is not None:  # its expiry series go with it (the collector reads _objects)
+            metrics.forget_credential(*key)  # the ready and renewal series are Gauge children: removed here
         self._failures.pop(key, None)
         self.scheduler.forget(key)
 
