@@ -100,7 +100,7 @@ class CredentialExpiry(Collector):
         self.source: Callable[[], Iterable[tuple[str, str, float]]] = lambda: ()
 
     def describe(self) -> Iterable[Metric]:
-        return []  # unchecked names: the series come and go with the credentials
+        return self._families()  # the names (no samples): the registry checks them and tools can list them
 
     def _families(self) -> list[GaugeMetricFamily]:
         return [

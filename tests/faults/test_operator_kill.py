@@ -5,9 +5,20 @@ from __future__ import annotations
 import signal
 import time
 
+from kubernetes import client
+
 from devstack.manifests import assumed_role_credential
-from devstack.operator_run import TEST_ROTATE_MIN_INTERVAL
+from devstack.operator_run import OPERATOR_NAMESPACE, TEST_ROTATE_MIN_INTERVAL
 from tests.e2e.helpers import wait_for
+
+
+def last_step(kube, serial: str) -> str | None:
+    """The device's durable record (its Lease), which the operator writes just before it sends a code."""
+    for lease in client.CoordinationV1Api(kube.api).list_namespaced_lease(OPERATOR_NAMESPACE).items:
+        annotations = lease.metadata.annotations or {}
+        if annotations.get("vaultsts.io/mfa-device") == serial:
+            return annotations.get("vaultsts.io/last-step")
+    return None
 
 
 def test_sigkill_mid_rotation(stack, kube, team, make_identity, operator, emulator_admin, guard, report):
@@ -18,12 +29,16 @@ def test_sigkill_mid_rotation(stack, kube, team, make_identity, operator, emulat
     first = kube.wait_ready(team, "app", timeout=60)["status"]["accessKeyId"]
     # rotate once the rotate annotation's minimum interval has passed, so the rotation starts at once
     time.sleep(TEST_ROTATE_MIN_INTERVAL)
-    calls = emulator_admin.counters()["calls"]["AssumeRole"]
+    recorded = last_step(kube, ident.mfa_serial)
     emulator_admin.add_fault("latency", action="AssumeRole", latency_s=5.0)
     try:
         kube.patch_credential(team, "app", {"metadata": {"annotations": {"vaultsts.io/rotate": "kill-me"}}})
-        wait_for("the rotation's AssumeRole in flight",
-                 lambda: emulator_admin.counters()["calls"]["AssumeRole"] > calls, timeout=30, interval=0.1)
+        # This device's record moves to the rotation's step just before its code is sent; the emulator then
+        # holds the call for 5 s. (The emulator's call counter is global: on a shared stack another
+        # credential's AssumeRole could move it first and the kill would land before this call.)
+        wait_for("the rotation's step recorded", lambda: last_step(kube, ident.mfa_serial) != recorded,
+                 timeout=30, interval=0.1)
+        time.sleep(1.5)  # the code-carrying AssumeRole is now in flight
         killed_at = time.monotonic()
         operator.stop(signal.SIGKILL)
     finally:

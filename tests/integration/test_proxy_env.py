@@ -3,14 +3,16 @@
 A small forwarding proxy on 127.0.0.1 records what passes through it. A child process builds the
 operator's own clients (StsGateway's boto3 client, a VaultSession) with the proxy variables set and
 makes a call that spends nothing (GetCallerIdentity, a KV read); then again with NO_PROXY naming the
-targets. The stack's endpoints are plain http, so HTTP_PROXY is the variable that applies; for https
-endpoints botocore and requests read HTTPS_PROXY the same way (and tunnel with CONNECT).
+targets. The STS emulator is plain http (HTTP_PROXY applies, absolute-form requests); the stack's Vault
+is https (HTTPS_PROXY applies: requests tunnels with CONNECT, and TLS runs end to end through it).
 """
 
 from __future__ import annotations
 
 import http.client
 import os
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +37,8 @@ from vault_sts_operator.clients.vault_auth import TokenLogin
 sts = StsGateway()._client("us-east-1", os.environ["T_STS"], os.environ["T_KEY"], os.environ["T_SECRET"], None,
                            carries_code=False)
 print("caller", sts.get_caller_identity()["Arn"])
-connection = VaultConnection(address=os.environ["T_VAULT"], auth=TokenAuth(SecretKeyRef("x", "y", "z")))
+connection = VaultConnection(address=os.environ["T_VAULT"], auth=TokenAuth(SecretKeyRef("x", "y", "z")),
+                             ca_bundle=open(os.environ["T_VAULT_CA"]).read() if os.environ.get("T_VAULT_CA") else "")
 session = VaultSession(connection, TokenLogin(token=lambda: os.environ["T_TOKEN"]))
 key = session.read_access_key("secret", os.environ["T_PATH"], "access_key_id", "secret_access_key")
 print("kv", key.access_key_id)
@@ -79,6 +82,27 @@ class Forward(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = _forward
 
+    def do_CONNECT(self) -> None:
+        """A tunnel for https targets: the proxy sees the host, never the bytes TLS protects."""
+        self.server.seen.append(f"CONNECT {self.path}")
+        host, _, port = self.path.rpartition(":")
+        upstream = socket.create_connection((host, int(port)), timeout=10)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        conns = [self.connection, upstream]
+        try:
+            while True:
+                readable, _, broken = select.select(conns, [], conns, 10)
+                if broken or not readable:
+                    return
+                for conn in readable:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    (upstream if conn is self.connection else self.connection).sendall(data)
+        finally:
+            upstream.close()
+
 
 @pytest.fixture
 def proxy() -> Iterator[Recorder]:
@@ -94,7 +118,7 @@ def run_child(stack, seeded, key: dict[str, str], **proxy_env: str) -> subproces
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(proxy_env, PYTHONPATH=str(ROOT / "operator"), T_STS=stack.sts_endpoint, T_VAULT=stack.vault_addr,
                T_TOKEN=stack.vault_token, T_PATH=seeded.kv_path, T_KEY=key["AccessKeyId"],
-               T_SECRET=key["SecretAccessKey"])
+               T_SECRET=key["SecretAccessKey"], T_VAULT_CA=str(stack.vault_ca or ""))
     return subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=60,
                           check=False)
 
@@ -109,7 +133,8 @@ def test_sts_and_vault_clients_go_through_the_proxy_unless_no_proxy(stack, proxy
     assert through.returncode == 0, through.stderr
     assert f"caller {seeded.user_arn}" in through.stdout and f"kv {seeded.access_key_id}" in through.stdout
     assert f"POST {sts_host}" in proxy.seen, proxy.seen
-    assert any(seen.endswith(vault_host) and seen.startswith("GET") for seen in proxy.seen), proxy.seen
+    vault_verb = "CONNECT" if stack.vault_addr.startswith("https://") else "GET"
+    assert any(seen.endswith(vault_host) and seen.startswith(vault_verb) for seen in proxy.seen), proxy.seen
 
     proxy.seen.clear()
     bypass = run_child(stack, seeded, key, HTTP_PROXY=url, HTTPS_PROXY=url, NO_PROXY="127.0.0.1,localhost")

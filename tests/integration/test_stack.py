@@ -216,7 +216,7 @@ def test_vault_role_audience_refuses_a_token_without_it(
         root.adapter.close()
     good = request_token(stack, namespace, "vault-sts-operator", expiration_seconds=600, audiences=[VAULT_AUDIENCE])
     apiserver_audience = request_token(stack, namespace, "vault-sts-operator", expiration_seconds=600)
-    client = hvac.Client(url=stack.vault_addr)
+    client = stack.vault(token="")
     try:
         assert client.auth.kubernetes.login(role=bound_identity.auth_role, jwt=good)["auth"]["client_token"]
         with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)):
