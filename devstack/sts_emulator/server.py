@@ -135,8 +135,6 @@ class Handler(BaseHTTPRequestHandler):
                 )
             fault = emulator.begin_call(action)
             if fault is not None:
-                if fault.latency_s > 0:
-                    time.sleep(fault.latency_s)
                 if fault.kind is FaultKind.THROTTLE:
                     raise errors.throttling()
                 if fault.kind is FaultKind.SERVER_ERROR:
@@ -145,6 +143,10 @@ class Handler(BaseHTTPRequestHandler):
             request = sigv4.SignedRequest(self.command, path, query, headers, body)
             outcome = (emulator.call_iam(action, request, params, request_id) if is_iam
                        else emulator.call(action, request, params, request_id))
+            if fault is not None and fault.latency_s > 0:
+                # As on the wire: AWS checks the request (and spends its MFA code) when it arrives; the
+                # latency delays the answer. A client gone meanwhile never learns that its code was spent.
+                time.sleep(fault.latency_s)
             caller = outcome.caller_arn
             self._send(200, outcome.body, "text/xml", request_id)
             result = "OK"

@@ -37,9 +37,9 @@ from vault_sts_operator.clients.vault_auth import TokenLogin
 sts = StsGateway()._client("us-east-1", os.environ["T_STS"], os.environ["T_KEY"], os.environ["T_SECRET"], None,
                            carries_code=False)
 print("caller", sts.get_caller_identity()["Arn"])
-connection = VaultConnection(address=os.environ["T_VAULT"], auth=TokenAuth(SecretKeyRef("x", "y", "z")),
-                             ca_bundle=open(os.environ["T_VAULT_CA"]).read() if os.environ.get("T_VAULT_CA") else "")
-session = VaultSession(connection, TokenLogin(token=lambda: os.environ["T_TOKEN"]))
+connection = VaultConnection(address=os.environ["T_VAULT"], auth=TokenAuth(SecretKeyRef("x", "y", "z")))
+session = VaultSession(connection, TokenLogin(token=lambda: os.environ["T_TOKEN"]),
+                       verify=os.environ.get("T_VAULT_CA") or True)
 key = session.read_access_key("secret", os.environ["T_PATH"], "access_key_id", "secret_access_key")
 print("kv", key.access_key_id)
 """
