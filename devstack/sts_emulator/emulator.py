@@ -145,7 +145,7 @@ class Emulator:
     ) -> Outcome:
         """IAM's MFA enrolment actions (iam.py); pending devices are not persisted."""
         with self._lock:
-            cred = iam.authenticate(self.state, request, self._wall_clock(), self.now())
+            cred = sts.authenticate(self.state, request, self._wall_clock(), self.now(), service="iam")
             caller = self.state.principal(cred).arn
             try:
                 body = iam.call(self.state, self.iam, cred, action, params, self.now())

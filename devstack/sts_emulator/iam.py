@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
-from . import errors, mfa, sigv4
+from . import mfa
 from .errors import STSError
 from .model import Credential, State
 
@@ -63,27 +63,6 @@ def _require(params: Mapping[str, str], name: str) -> str:
 def _caller(cred: Credential) -> tuple[str, str]:
     """The caller's account and partition: devices and users are looked up in that account."""
     return cred.account, cred.partition
-
-
-def authenticate(state: State, request: sigv4.SignedRequest, wall_now: float, now: float) -> Credential:
-    """As ``sts.authenticate``, with the signature scoped to the ``iam`` service."""
-    header = request.headers.get("authorization")
-    if not header:
-        raise errors.missing_authentication()
-    auth = sigv4.parse_authorization(header)
-    cred = state.credentials.get(auth.access_key_id)
-    if cred is None:
-        raise errors.invalid_client_token()
-    token = request.headers.get("x-amz-security-token")
-    if cred.temporary:
-        if token is None or not hmac.compare_digest(token, cred.session_token or ""):
-            raise errors.invalid_client_token()
-    elif token is not None:
-        raise errors.invalid_client_token()
-    sigv4.verify(request, auth, cred.secret_access_key, wall_now, service="iam")
-    if cred.expired(now):
-        raise errors.expired_token()
-    return cred
 
 
 def envelope(action: str, result: str) -> str:

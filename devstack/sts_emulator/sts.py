@@ -49,7 +49,9 @@ class AssumedRole:
     source_identity: str | None
 
 
-def authenticate(state: State, request: sigv4.SignedRequest, wall_now: float, now: float) -> Credential:
+def authenticate(state: State, request: sigv4.SignedRequest, wall_now: float, now: float,
+                 service: str = "sts") -> Credential:
+    """The caller's credential, from its SigV4 signature scoped to `service` (``iam`` for MFA enrolment)."""
     header = request.headers.get("authorization")
     if not header:
         raise errors.missing_authentication()
@@ -63,7 +65,7 @@ def authenticate(state: State, request: sigv4.SignedRequest, wall_now: float, no
             raise errors.invalid_client_token()
     elif token is not None:
         raise errors.invalid_client_token()
-    sigv4.verify(request, auth, cred.secret_access_key, wall_now)
+    sigv4.verify(request, auth, cred.secret_access_key, wall_now, service=service)
     if cred.expired(now):
         raise errors.expired_token()
     return cred
