@@ -50,6 +50,7 @@ class AcceptedCode(TypedDict):
 class CountersInfo(TypedDict):
     calls: dict[str, int]
     calls_by_caller: dict[str, int]  # "<action> <user name | role ARN>": authenticated calls only
+    calls_by_target: dict[str, int]  # "<action> <RoleArn | SerialNumber>": every call, faulted ones too
     codes_accepted: int
     codes_refused: int
     codes_accepted_by_serial: dict[str, int]
@@ -66,6 +67,7 @@ class FaultInfo(TypedDict):
     count: int | None
     latency_s: float
     status: int
+    target: str | None
 
 
 class CredentialFacts(TypedDict):
@@ -237,8 +239,11 @@ class EmulatorAdmin:
         count: int | None = None,
         latency_s: float | None = None,
         status: int | None = None,
+        target: str | None = None,
     ) -> list[FaultInfo]:
         body: dict[str, Any] = {"kind": kind}
+        if target is not None:
+            body["target"] = target
         if action is not None:
             body["action"] = action
         if count is not None:

@@ -13,6 +13,8 @@ MAX_ACCEPTED_LOG = 10000
 class Counters:
     calls: Counter[str] = field(default_factory=Counter)
     calls_by_caller: Counter[str] = field(default_factory=Counter)  # "<action> <user name | role ARN>"
+    # "<action> <RoleArn | SerialNumber>" as the request names it, counted on arrival (faulted calls too)
+    calls_by_target: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     codes_accepted: int = 0
     codes_refused: int = 0
@@ -46,6 +48,7 @@ class Counters:
         return {
             "calls": calls,
             "calls_by_caller": dict(self.calls_by_caller),
+            "calls_by_target": dict(self.calls_by_target),
             "codes_accepted": self.codes_accepted,
             "codes_refused": self.codes_refused,
             "codes_accepted_by_serial": dict(self.codes_accepted_by_serial),

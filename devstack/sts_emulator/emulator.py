@@ -101,11 +101,17 @@ class Emulator:
 
     # --- STS -----------------------------------------------------------------------------
 
-    def begin_call(self, action: str) -> Fault | None:
-        """Count the call and take the fault that applies to it, if any (before any MFA check)."""
+    def begin_call(self, action: str, target: str = "") -> Fault | None:
+        """Count the call and take the fault that applies to it, if any (before any MFA check).
+
+        ``target`` is what the call names (RoleArn, or SerialNumber for GetSessionToken), counted before
+        authentication so that faulted calls count too.
+        """
         with self._lock:
             self.counters.calls[action] += 1
-            return self.faults.take(action)
+            if target:
+                self.counters.calls_by_target[f"{action} {target}"] += 1
+            return self.faults.take(action, target)
 
     def record_error(self, code: str) -> None:
         with self._lock:

@@ -133,7 +133,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise errors.STSError(
                     "InvalidAction", f"Could not find operation {action} for version {version}", 400
                 )
-            fault = emulator.begin_call(action)
+            fault = emulator.begin_call(action, params.get("RoleArn") or params.get("SerialNumber") or "")
             if fault is not None:
                 if fault.kind is FaultKind.THROTTLE:
                     raise errors.throttling()

@@ -210,6 +210,22 @@ def test_throttle_fault_then_recovery_and_code_not_consumed(admin: EmulatorAdmin
     assert admin.faults() == []
 
 
+def test_targeted_fault_spares_other_devices_and_counts_by_target(admin: EmulatorAdmin, identity: Identity) -> None:
+    other = "arn:aws:iam::123456789012:mfa/someone-else"
+    admin.add_fault("throttle", action="GetSessionToken", count=1, target=other)
+    assert admin.faults()[0]["target"] == other
+    code = current_code(admin, identity.device)
+    identity.client.get_session_token(SerialNumber=identity.device.serial, TokenCode=code)  # not this device's
+    assert len(admin.faults()) == 1  # the fault is still waiting for its own device
+    with pytest.raises(ClientError) as excinfo:
+        identity.client.get_session_token(SerialNumber=other, TokenCode="123456")
+    assert error_of(excinfo)[0] == "Throttling"
+    assert admin.faults() == []
+    by_target = admin.counters()["calls_by_target"]
+    assert by_target[f"GetSessionToken {identity.device.serial}"] == 1
+    assert by_target[f"GetSessionToken {other}"] == 1  # counted on arrival, faulted or not
+
+
 @pytest.mark.parametrize(("status", "code"), [(500, "InternalFailure"), (503, "ServiceUnavailable")])
 def test_server_error_fault(admin: EmulatorAdmin, identity: Identity, status: int, code: str) -> None:
     admin.add_fault("5xx", status=status)  # every action, until cleared

@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,28 +139,45 @@ class SecretGuard:
 
 
 class CallSampler:
-    """Samples the emulator's call counters four times a second while a fault holds."""
+    """Samples the emulator's call counters four times a second while a fault holds.
 
-    def __init__(self, stack: StackEnv, interval: float = 0.25) -> None:
+    With ``targets`` (role ARNs, MFA serials) only the calls naming one of them count: the fault suite shares
+    the emulator with other identities' background passes, whose calls must not land in a test's figures.
+    """
+
+    def __init__(self, stack: StackEnv, interval: float = 0.25, *, targets: Iterable[str] = ()) -> None:
         self.admin = stack.emulator()
         self.interval = interval
+        self.targets = tuple(targets)
         self.samples: list[tuple[float, dict[str, int]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="call-sampler", daemon=True)
 
+    def _sample(self) -> None:
+        counters = self.admin.counters()
+        if not self.targets:
+            calls = dict(counters["calls"])
+        else:
+            calls = {}
+            for key, n in counters["calls_by_target"].items():
+                action, _, target = key.partition(" ")
+                if target in self.targets:
+                    calls[action] = calls.get(action, 0) + n
+        self.samples.append((time.monotonic(), calls))
+
     def __enter__(self) -> CallSampler:
-        self.samples.append((time.monotonic(), dict(self.admin.counters()["calls"])))
+        self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.samples.append((time.monotonic(), dict(self.admin.counters()["calls"])))
+        self._sample()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.samples.append((time.monotonic(), dict(self.admin.counters()["calls"])))
+            self._sample()
 
     def total(self, action: str) -> int:
         return self.samples[-1][1].get(action, 0) - self.samples[0][1].get(action, 0)

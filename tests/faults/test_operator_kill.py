@@ -30,16 +30,18 @@ def test_sigkill_mid_rotation(stack, kube, team, make_identity, operator, emulat
     # rotate once the rotate annotation's minimum interval has passed, so the rotation starts at once
     time.sleep(TEST_ROTATE_MIN_INTERVAL)
     recorded = last_step(kube, ident.mfa_serial)
-    calls = emulator_admin.counters()["calls"]["AssumeRole"]
-    emulator_admin.add_fault("latency", action="AssumeRole", latency_s=5.0)
+    call_key = f"AssumeRole {ident.role_arns[0]}"
+    calls = emulator_admin.counters()["calls_by_target"].get(call_key, 0)
+    emulator_admin.add_fault("latency", action="AssumeRole", latency_s=5.0, target=ident.role_arns[0])
     try:
         kube.patch_credential(team, "app", {"metadata": {"annotations": {"vaultsts.io/rotate": "kill-me"}}})
         # This device's record moves to the rotation's step just before its code is sent, and the call is held
-        # 5 s at the emulator. Both must be seen: the emulator's call counter alone is global (on a shared
-        # stack another credential's AssumeRole could move it first, and the kill would land too early).
+        # 5 s at the emulator. Both must be seen, and the call counted is this role's own (on a shared stack
+        # another credential's AssumeRole could move a global counter first, and the kill would land too early).
         wait_for("the rotation's step recorded and an AssumeRole in flight (held 5 s by the emulator)",
                  lambda: last_step(kube, ident.mfa_serial) != recorded
-                 and emulator_admin.counters()["calls"]["AssumeRole"] > calls, timeout=30, interval=0.05)
+                 and emulator_admin.counters()["calls_by_target"].get(call_key, 0) > calls,
+                 timeout=30, interval=0.05)
         killed_at = time.monotonic()
         operator.stop(signal.SIGKILL)
     finally:

@@ -41,8 +41,8 @@ def test_throttled_rotation_backs_off_with_jitter(stack, kube, team, make_identi
     codes = emulator_admin.counters()["codes_accepted_by_serial"][ident.mfa_serial]
     log_offset = len(operator.log_text())
 
-    emulator_admin.add_fault("throttle", action="AssumeRole")
-    with CallSampler(stack) as calls:
+    emulator_admin.add_fault("throttle", action="AssumeRole", target=ident.role_arns[0])
+    with CallSampler(stack, targets=ident.role_arns) as calls:
         rotate_all(kube, team, names, "throttled")
         for name in names:
             cond = kube.wait_reason(team, name, "Throttled", timeout=20)
@@ -85,9 +85,11 @@ def test_failing_mfa_call_reuses_no_code(stack, kube, team, make_identity, opera
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in (kube.custom.get_cluster_custom_object(GROUP, VERSION, "mfaidentities", ident.name).get("status")
                   or {}).get("conditions") or ()), timeout=30)
-    emulator_admin.add_fault(kind, action="GetSessionToken", count=2, status=503)
+    # Aimed at this identity's device: other identities' background passes must neither take the fault nor
+    # count as this identity's calls.
+    emulator_admin.add_fault(kind, action="GetSessionToken", count=2, status=503, target=ident.mfa_serial)
     started = time.monotonic()
-    with CallSampler(stack) as calls:
+    with CallSampler(stack, targets=[ident.mfa_serial]) as calls:
         kube.create_credential(assumed_role_credential(team, "app", ident.name, ident.role_arns[0]))
         kube.wait_ready(team, "app", timeout=90)
     reason = "Throttled" if kind == "throttle" else "STSUnavailable"
@@ -108,8 +110,8 @@ def test_sts_5xx_backs_off_then_heals(stack, kube, team, make_identity, operator
     ident = make_identity("fivexx")
     kube.create_credential(assumed_role_credential(team, "app", ident.name, ident.role_arns[0]))
     before = {"app": kube.wait_ready(team, "app")["status"]["accessKeyId"]}
-    emulator_admin.add_fault("5xx", action="AssumeRole", status=503)
-    with CallSampler(stack) as calls:
+    emulator_admin.add_fault("5xx", action="AssumeRole", status=503, target=ident.role_arns[0])
+    with CallSampler(stack, targets=ident.role_arns) as calls:
         rotate_all(kube, team, ["app"], "five-xx")
         cond = kube.wait_reason(team, "app", "STSUnavailable", timeout=20)
         assert "503" in cond["message"] or "ServiceUnavailable" in cond["message"]
@@ -136,8 +138,8 @@ def test_sts_latency_is_waited_for_not_retried(stack, kube, team, make_identity,
     ident = make_identity("latency")
     kube.create_credential(assumed_role_credential(team, "app", ident.name, ident.role_arns[0]))
     before = {"app": kube.wait_ready(team, "app")["status"]["accessKeyId"]}
-    emulator_admin.add_fault("latency", action="AssumeRole", latency_s=4.0)
-    with CallSampler(stack) as calls:
+    emulator_admin.add_fault("latency", action="AssumeRole", latency_s=4.0, target=ident.role_arns[0])
+    with CallSampler(stack, targets=ident.role_arns) as calls:
         rotate_all(kube, team, ["app"], "slow")
         wait_rotated(kube, team, ["app"], before, timeout=40)
         emulator_admin.clear_faults()

@@ -11,7 +11,7 @@ def issue_direct_with_sts_latency(kube, team: str, emulator_admin, ident, names:
                                   timeout: float) -> list[dict[str, Any]]:
     """`mfa: direct` credentials (a code each) with 1 s of STS latency: this device's accepted codes, after
     checking each went to a step of its own and none was refused or reused."""
-    emulator_admin.add_fault("latency", action="AssumeRole", latency_s=1.0)
+    emulator_admin.add_fault("latency", action="AssumeRole", latency_s=1.0, target=ident.role_arns[0])
     try:
         for name in names:
             kube.create_credential(assumed_role_credential(team, name, ident.name, ident.role_arns[0], mfa="direct",
