@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -36,34 +36,11 @@ SCHEDULED_CREDENTIALS = Gauge(f"{_NS}_credentials_scheduled",
 ROLLOUT_RESTARTS = Counter(f"{_NS}_rollout_restarts_total", "Workloads restarted after a rotation", ["kind"])
 ROLLOUT_RESTARTS_REFUSED = Counter(f"{_NS}_rollout_restarts_refused_total",
                                    "Rollout restarts not done: the workload does not opt in", ["kind"])
-CREDENTIAL_READY = Gauge(
-    f"{_NS}_credential_ready_status",
-    "1 when the AssumedRoleCredential is Ready, 0 when not; reason is its Ready condition's reason "
-    "(one series per credential)", ["namespace", "name", "reason"])
-RENEWAL_TIMESTAMP = Gauge(
-    f"{_NS}_credential_renewal_timestamp_seconds", "Unix time of the credential's next scheduled rotation",
-    ["namespace", "name"])
 MFA_SESSION_EXPIRATION = Gauge(
     f"{_NS}_mfa_session_expiration_timestamp_seconds",
     "Unix time at which the identity's cached MFA session (GetSessionToken) expires", ["identity"])
 BUILD_INFO = Gauge(f"{_NS}_build_info", "Always 1; the labels say which build runs",
                    ["version", "python_version"])
-
-# The reason label of each credential's ready series, so a changed reason replaces the old series.
-_ready_reasons: dict[tuple[str, str], str] = {}
-_ready_lock = threading.Lock()
-
-
-def credential_ready(namespace: str, name: str, *, ready: bool, reason: str) -> None:
-    """Record the credential's Ready condition: one series per credential, value 1 or 0."""
-    with _ready_lock:
-        previous = _ready_reasons.get((namespace, name))
-        if previous is not None and previous != reason:
-            with contextlib.suppress(KeyError):
-                CREDENTIAL_READY.remove(namespace, name, previous)
-        _ready_reasons[(namespace, name)] = reason
-        CREDENTIAL_READY.labels(namespace=namespace, name=name, reason=reason).set(1 if ready else 0)
-
 
 def mfa_session_created(identity: str, expiration_timestamp: float) -> None:
     MFA_SESSION_EXPIRATION.labels(identity=identity).set(expiration_timestamp)
@@ -80,24 +57,24 @@ def record_build_info() -> None:
     BUILD_INFO.labels(version=__version__, python_version=platform.python_version()).set(1)
 
 
-def forget_credential(namespace: str, name: str) -> None:
-    """Drop the per-credential series of a deleted AssumedRoleCredential."""
-    with contextlib.suppress(KeyError):
-        RENEWAL_TIMESTAMP.remove(namespace, name)
-    with _ready_lock:
-        reason = _ready_reasons.pop((namespace, name), None)
-        if reason is not None:
-            with contextlib.suppress(KeyError):
-                CREDENTIAL_READY.remove(namespace, name, reason)
+class CredentialState(NamedTuple):
+    """What the controller knows of one credential, for its series (None: not known yet)."""
+
+    namespace: str
+    name: str
+    expiration: float | None  # Unix time its issued credentials expire
+    ready: bool | None  # its Ready condition
+    reason: str  # that condition's reason
+    renewal: float | None  # Unix time of its next scheduled rotation
 
 
-class CredentialExpiry(Collector):
-    """The two per-credential series, computed at scrape time from the scheduler's own record of each
-    credential's expiry (one float each). Two Gauge children per credential cost about 1.4 KB, 14 MB
-    at ten thousand; a deleted credential's series go with it from the scheduler."""
+class CredentialSeries(Collector):
+    """The per-credential series, computed at scrape time from the controller's own record of each
+    credential (a few fields it keeps anyway). A Gauge child per series costs about 0.7 KB, four
+    series 28 MB at ten thousand credentials; a deleted credential's series go with its record."""
 
     def __init__(self) -> None:
-        self.source: Callable[[], Iterable[tuple[str, str, float]]] = lambda: ()
+        self.source: Callable[[], Iterable[CredentialState]] = lambda: ()
 
     def describe(self) -> Iterable[Metric]:
         return self._families()  # the names (no samples): the registry checks them and tools can list them
@@ -109,19 +86,31 @@ class CredentialExpiry(Collector):
             GaugeMetricFamily(f"{_NS}_credential_expiration_timestamp_seconds",
                               "Unix time at which the credentials in a Secret expire (alert on this minus time())",
                               labels=["namespace", "name"]),
+            GaugeMetricFamily(f"{_NS}_credential_ready_status",
+                              "1 when the AssumedRoleCredential is Ready, 0 when not; reason is its Ready "
+                              "condition's reason (one series per credential)", labels=["namespace", "name", "reason"]),
+            GaugeMetricFamily(f"{_NS}_credential_renewal_timestamp_seconds",
+                              "Unix time of the credential's next scheduled rotation", labels=["namespace", "name"]),
         ]
 
     def collect(self) -> Iterable[Metric]:
-        until, stamp = self._families()
+        families = self._families()
+        until, stamp, ready, renewal = families
         now = time.time()
-        for namespace, name, expiration in self.source():
-            until.add_metric([namespace, name], expiration - now)
-            stamp.add_metric([namespace, name], expiration)
-        return [until, stamp]
+        for state in self.source():
+            labels = [state.namespace, state.name]
+            if state.expiration is not None:
+                until.add_metric(labels, state.expiration - now)
+                stamp.add_metric(labels, state.expiration)
+            if state.ready is not None:
+                ready.add_metric([*labels, state.reason], 1.0 if state.ready else 0.0)
+            if state.renewal is not None:
+                renewal.add_metric(labels, state.renewal)
+        return families
 
 
-CREDENTIAL_EXPIRY = CredentialExpiry()
-REGISTRY.register(CREDENTIAL_EXPIRY)
+CREDENTIALS = CredentialSeries()
+REGISTRY.register(CREDENTIALS)
 
 
 def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:

@@ -1,29 +1,36 @@
-"""The per-credential ready series: one per credential, replaced when the reason changes, gone on delete."""
+"""The per-credential series (ready, renewal, expiry): one each per credential the controller knows, rendered
+at scrape time from its record; the ready series carries the current reason; a forgotten credential has none."""
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from vault_sts_operator import metrics
 
 
-def ready_series(namespace: str, name: str) -> dict[str, float]:
-    return {s.labels["reason"]: s.value for family in REGISTRY.collect() for s in family.samples
-            if s.name == "vault_sts_operator_credential_ready_status"
-            and s.labels["namespace"] == namespace and s.labels["name"] == name}
+def series(registry: CollectorRegistry, metric: str, namespace: str, name: str) -> dict[str, float]:
+    return {s.labels.get("reason", ""): s.value for family in registry.collect() for s in family.samples
+            if s.name == metric and s.labels["namespace"] == namespace and s.labels["name"] == name}
 
 
-def test_one_series_per_credential_with_the_current_reason():
-    metrics.credential_ready("unit-ns", "c1", ready=False, reason="NotAllowed")
-    assert ready_series("unit-ns", "c1") == {"NotAllowed": 0.0}
-    metrics.credential_ready("unit-ns", "c1", ready=True, reason="Issued")
-    assert ready_series("unit-ns", "c1") == {"Issued": 1.0}
-    metrics.RENEWAL_TIMESTAMP.labels(namespace="unit-ns", name="c1").set(5)
-    metrics.forget_credential("unit-ns", "c1")
-    assert ready_series("unit-ns", "c1") == {}
-    assert not [s for f in REGISTRY.collect() for s in f.samples
-                if s.name == "vault_sts_operator_credential_renewal_timestamp_seconds"
-                and s.labels.get("name") == "c1" and s.labels.get("namespace") == "unit-ns"]
+def test_series_follow_the_record_and_go_with_it():
+    registry = CollectorRegistry()
+    collector = metrics.CredentialSeries()
+    registry.register(collector)
+    states = {("ns", "c1"): metrics.CredentialState("ns", "c1", None, False, "NotAllowed", None)}
+    collector.source = lambda: list(states.values())
+    ready = "vault_sts_operator_credential_ready_status"
+    renewal = "vault_sts_operator_credential_renewal_timestamp_seconds"
+    expiry = "vault_sts_operator_credential_expiration_timestamp_seconds"
+    assert series(registry, ready, "ns", "c1") == {"NotAllowed": 0.0}
+    assert series(registry, renewal, "ns", "c1") == {}  # not issued yet: no renewal, no expiry
+    assert series(registry, expiry, "ns", "c1") == {}
+    states[("ns", "c1")] = metrics.CredentialState("ns", "c1", 2000.0, True, "Issued", 1500.0)
+    assert series(registry, ready, "ns", "c1") == {"Issued": 1.0}  # the old reason's series is gone
+    assert series(registry, renewal, "ns", "c1") == {"": 1500.0}
+    assert series(registry, expiry, "ns", "c1") == {"": 2000.0}
+    del states[("ns", "c1")]
+    assert not [s for family in registry.collect() for s in family.samples]
 
 
 def test_mfa_session_expiry_is_set_and_forgotten():

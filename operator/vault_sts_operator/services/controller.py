@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +52,7 @@ PEERING_POLL_SECONDS = 5.0
 class _Cached:
     """One CR as the watch last showed it (plus the status our own passes wrote since)."""
 
-    __slots__ = ("expiration", "fingerprint", "fresh", "identity", "raw", "secret")
+    __slots__ = ("expiration", "fingerprint", "fresh", "identity", "raw", "ready", "reason", "renewal", "secret")
 
     def __init__(self, raw: bytes, identity: str, fingerprint: tuple[object, ...], fresh: bool) -> None:
         self.raw = raw
@@ -59,7 +60,11 @@ class _Cached:
         self.fingerprint = fingerprint
         self.fresh = fresh  # no Secret issued for it yet, as far as its status tells
         self.secret: KnownSecret | None = None  # the Secret as this process last wrote or read it
-        self.expiration: float | None = None  # Unix time its credentials expire (for the metrics)
+        # For the metrics (metrics.CredentialSeries renders them at scrape time):
+        self.expiration: float | None = None  # Unix time its credentials expire
+        self.ready: bool | None = None  # its Ready condition, as the status showed it or a pass left it
+        self.reason = ""  # that condition's reason (interned: a handful of distinct values)
+        self.renewal: float | None = None  # Unix time of its next scheduled rotation
 
 
 def fingerprint(body: Mapping[str, Any]) -> tuple[object, ...]:
@@ -137,12 +142,12 @@ class CredentialController:
         self.scheduler: Scheduler[Key] = Scheduler(self._pass, workers=workers)
         self._peering_task: asyncio.Task[None] | None = None
         metrics.SCHEDULED_CREDENTIALS.set_function(lambda: len(self._objects))
-        metrics.CREDENTIAL_EXPIRY.source = self._expirations
+        metrics.CREDENTIALS.source = self._series
 
-    def _expirations(self) -> Iterator[tuple[str, str, float]]:
+    def _series(self) -> Iterator[metrics.CredentialState]:
         for (namespace, name), cached in list(self._objects.items()):
-            if cached.expiration is not None:
-                yield namespace, name, cached.expiration
+            yield metrics.CredentialState(namespace, name, cached.expiration, cached.ready, cached.reason,
+                                          cached.renewal)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, *, peering: str = "", priority: int = 0, namespaces: tuple[str, ...] = ()) -> None:
@@ -198,6 +203,13 @@ class CredentialController:
         if old is not None and old.fingerprint[0] == print_[0]:  # same object (uid): its Secret is still known
             replacement.secret = old.secret
             replacement.expiration = expiration or old.expiration
+            replacement.ready, replacement.reason, replacement.renewal = old.ready, old.reason, old.renewal
+        else:  # first sight (a restart): the series start from what the status says until a pass runs
+            ready = find_condition(compact["status"].get("conditions"), reasons.READY)
+            if ready is not None:
+                replacement.ready = ready.get("status") == "True"
+                replacement.reason = sys.intern(str(ready.get("reason") or ""))
+            replacement.renewal = renew_at.timestamp() if renew_at is not None else None
         self._objects[key] = replacement
         self._failures.pop(key, None)
         if old is None and renew_at is not None:
@@ -207,8 +219,7 @@ class CredentialController:
             self.scheduler.wake(key)
 
     def forget(self, key: Key) -> None:
-        if self._objects.pop(key, None) is not None:  # its expiry series go with it (the collector reads _objects)
-            metrics.forget_credential(*key)  # the ready and renewal series are Gauge children: removed here
+        self._objects.pop(key, None)  # its series go with it (the collector reads _objects)
         self._failures.pop(key, None)
         self.scheduler.forget(key)
 
@@ -251,6 +262,10 @@ class CredentialController:
         if current.fingerprint[0] != cached.fingerprint[0]:  # deleted and created again meanwhile: start over
             return 0.0
         current.fresh = False
+        current.ready = result.failures == 0
+        current.reason = sys.intern(result.reason)
+        if result.renewal is not None:  # a failed pass keeps the last one (as the status does)
+            current.renewal = result.renewal
         if result.secret is not None:
             current.secret = result.secret
             current.expiration = result.secret.record.expiration.timestamp()

@@ -50,6 +50,9 @@ class PassResult:
     status: dict[str, Any] | None = None  # the status fields this pass wrote (None: none)
     gone: bool = False  # the CR no longer exists (deleted while the watch was away): stop scheduling it
     secret: KnownSecret | None = None  # for the next pass (None after a failure: keep the previous one)
+    # For the per-credential metric series (kept by the controller, rendered at scrape time):
+    reason: str = ""  # the Ready condition's reason after this pass ("" when gone)
+    renewal: float | None = None  # Unix time of the next scheduled rotation (after a successful pass)
 
 
 @dataclass(frozen=True)
@@ -134,22 +137,20 @@ class CredentialReconciler:
             if decision.deferred_until is not None:
                 renew_at = min(renew_at, decision.deferred_until)
                 await self._report_deferred(body, decision.deferred_until)
-            metrics.RENEWAL_TIMESTAMP.labels(namespace=namespace, name=name).set(renew_at.timestamp())
-            metrics.credential_ready(namespace, name, ready=True, reason=reasons.ISSUED)
             return PassResult(min(max((renew_at - self._clock()).total_seconds(), 1.0), self._max_sleep),
-                              failures=0, status=written, secret=known)
+                              failures=0, status=written, secret=known, reason=reasons.ISSUED,
+                              renewal=renew_at.timestamp())
         except _CredentialGone:
             log.info("%s/%s no longer exists; forgetting it", namespace, name)
             return PassResult(MAX_SLEEP_SECONDS, failures=0, gone=True)
         except IssuingError as exc:
             failures += 1
             metrics.FAILURES.labels(reason=exc.reason).inc()
-            metrics.credential_ready(namespace, name, ready=False, reason=exc.reason)
             reported = await self._report_failure(body, exc, status)
             delay = retry_delay(failures, transient=exc.transient, jitter_key=f"{namespace}/{name}")
             log.warning("%s/%s not issued (%s): %s; next attempt in %.0fs", namespace, name, exc.reason,
                         exc.detail, delay)
-            return PassResult(delay, failures=failures, status=reported)
+            return PassResult(delay, failures=failures, status=reported, reason=exc.reason)
 
     async def _check_allowed(self, identity: IdentitySpec, spec: CredentialSpec) -> None:
         selected = False

@@ -1,0 +1,60 @@
+"""The controller's per-credential record feeds the metric series: seeded from the status a CR is first seen
+with (a restart renders every credential's series before any pass), replaced by each pass, gone on delete."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from vault_sts_operator import metrics
+from vault_sts_operator.services.controller import CredentialController
+from vault_sts_operator.services.reconciler import CredentialReconciler, PassResult
+
+
+class FakeReconciler:
+    def __init__(self) -> None:
+        self.results: list[PassResult] = []
+
+    async def reconcile(self, body: dict[str, Any], resolve: Any, failures: int, **_: Any) -> PassResult:
+        return self.results.pop(0)
+
+
+def credential(name: str, status: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "vaultsts.io/v1alpha1", "kind": "AssumedRoleCredential",
+            "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}", "generation": 1},
+            "spec": {"identityRef": {"name": "id"}}, "status": status}
+
+
+def test_series_from_status_then_from_passes_then_gone() -> None:
+    async def scenario() -> list[list[metrics.CredentialState]]:
+        reconciler = FakeReconciler()
+        controller = CredentialController(reconciler=cast(CredentialReconciler, reconciler), kube=cast(Any, None),
+                                          workers=1)
+        controller.scheduler.pause()  # passes run only when the test calls them
+        seen = []
+        controller.observe(credential("ok", {
+            "observedGeneration": 1, "accessKeyId": "ASIA...", "renewalTime": "2030-01-01T00:00:00Z",
+            "expiration": "2030-01-01T01:00:00Z",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Issued"}]}), None)
+        controller.observe(credential("bad", {
+            "conditions": [{"type": "Ready", "status": "False", "reason": "NotAllowed"}]}), None)
+        seen.append(list(controller._series()))
+        controller.resolve = lambda *_: None  # type: ignore[assignment,return-value]
+        reconciler.results = [PassResult(60.0, failures=1, reason="STSUnavailable"),
+                              PassResult(60.0, failures=0, reason="Issued", renewal=1234.0)]
+        await controller._pass(("team", "ok"))
+        seen.append(list(controller._series()))
+        await controller._pass(("team", "bad"))
+        controller.observe(credential("ok", {}), "DELETED")
+        seen.append(list(controller._series()))
+        return seen
+
+    at_start, after_failure, at_end = asyncio.run(scenario())
+    ok_at = 1893456000.0  # 2030-01-01T00:00:00Z
+    assert at_start == [
+        metrics.CredentialState("team", "ok", ok_at + 3600, True, "Issued", ok_at),
+        metrics.CredentialState("team", "bad", None, False, "NotAllowed", None),
+    ]
+    # a failed pass: not ready with its reason; the renewal time stays the last one scheduled
+    assert after_failure[0] == metrics.CredentialState("team", "ok", ok_at + 3600, False, "STSUnavailable", ok_at)
+    assert at_end == [metrics.CredentialState("team", "bad", None, True, "Issued", 1234.0)]
