@@ -82,7 +82,7 @@ def run_tool(stack: StackEnv, *argv: str) -> str:
 
 def install_crds_and_chart(stack: StackEnv) -> None:
     run_tool(stack, "kubectl", "apply", "-f", str(ROOT / "crds"))
-    run_tool(stack, "kubectl", "apply", "-f", str(ROOT / "charts/vault-sts-operator/files/crds/kopf.dev_peerings.yaml"))
+    run_tool(stack, "kubectl", "apply", "-f", str(ROOT / "charts/vault-sts-operator/crds/kopf.dev_peerings.yaml"))
     run_tool(stack, "kubectl", "wait", "--for=condition=Established", "--timeout=60s",
              f"crd/{ARC}.{GROUP}", f"crd/{MFAID}.{GROUP}")
     helm = stack.extra.get("VSO_HELM")
