@@ -47,7 +47,7 @@ PY
     | xargs -0 cp --parents -t "$src"
 )
 for source in "${sources[@]}"; do [[ -e "$src/$source" ]] || fail "COPY source $source is missing"; done
-if find "$src" \( -name '__pycache__' -o -name '*.egg-info' -o -name '*.pyc' \) | grep -q .; then
+if [[ -n $(find "$src" \( -name '__pycache__' -o -name '*.egg-info' -o -name '*.pyc' \) -print -quit) ]]; then
   fail "build context is not clean"
 fi
 ok "clean build context: ${sources[*]} ($(find "$src" -type f | wc -l) files)"

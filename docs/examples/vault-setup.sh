@@ -29,10 +29,13 @@ OPERATOR_NAMESPACE=${OPERATOR_NAMESPACE:-vault-sts-operator}
 OPERATOR_SA=${OPERATOR_SA:-vault-sts-operator}
 REVIEWER_SECRET=${REVIEWER_SECRET:-vault-token-reviewer}
 v() { "$VAULT_BIN" "$@"; }
+# Is <path>/ mounted (`has secrets <path>`, `has auth <path>`)? The list is read whole before grep looks:
+# `v secrets list | grep -q` under pipefail fails when grep exits early and the writer gets SIGPIPE.
+has() { local mounts; mounts=$(v "$1" list); grep -q "^$2/ " <<<"$mounts"; }
 
 # 1. Secrets engines (kept when they exist).
-v secrets list | grep -q "^${KV_MOUNT}/ " || v secrets enable -path="$KV_MOUNT" kv-v2
-v secrets list | grep -q "^${TOTP_MOUNT}/ " || v secrets enable -path="$TOTP_MOUNT" totp
+has secrets "$KV_MOUNT" || v secrets enable -path="$KV_MOUNT" kv-v2
+has secrets "$TOTP_MOUNT" || v secrets enable -path="$TOTP_MOUNT" totp
 
 # 2. The long-term key, apart from the seed. The secret half goes through stdin.
 printf '%s' "$AWS_SECRET_ACCESS_KEY" |
@@ -53,7 +56,7 @@ HCL
 
 # 5. Kubernetes auth for a Vault outside the cluster: Vault asks the API server (TokenReview) with
 #    the reviewer's JWT whether the operator's token is valid.
-v auth list | grep -q "^${AUTH_MOUNT}/ " || v auth enable -path="$AUTH_MOUNT" kubernetes
+has auth "$AUTH_MOUNT" || v auth enable -path="$AUTH_MOUNT" kubernetes
 ca_file=${KUBE_CA_FILE:-}
 cleanup() { [[ -z ${tmp_ca:-} ]] || rm -f "$tmp_ca"; }
 trap cleanup EXIT
