@@ -36,7 +36,9 @@ case "$phase" in
     # shellcheck disable=SC2086
     "$build_venv/bin/pip" $pip_flags wheel --no-deps --no-build-isolation --wheel-dir "$wheel_dir" "$src"
     # shellcheck disable=SC2086
-    "$build_venv/bin/pip" $pip_flags --python "$venv/bin/python" install --no-deps --no-index \
+    # --force-reinstall: a reused venv (the benchmarks') already holds a wheel of the same version, and pip
+    # would keep that one, so the benchmark would measure the previous code.
+    "$build_venv/bin/pip" $pip_flags --python "$venv/bin/python" install --no-deps --no-index --force-reinstall \
       "$wheel_dir"/vault_sts_operator-*.whl
     # shellcheck disable=SC2086
     "$build_venv/bin/pip" $pip_flags --python "$venv/bin/python" check
