@@ -22,6 +22,7 @@ from vault_sts_operator.config import OperatorConfig
 from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.errors import IssuingError
 from vault_sts_operator.services.controller import CredentialController
+from vault_sts_operator.services.identity_catalog import IdentityCatalog
 from vault_sts_operator.services.issuer import CredentialIssuer
 from vault_sts_operator.services.limiter import BlockingCalls
 from vault_sts_operator.services.mfa_device import MfaDeviceGuard
@@ -30,6 +31,7 @@ from vault_sts_operator.services.reconciler import CredentialReconciler
 from vault_sts_operator.services.restarts import RolloutRestarter
 from vault_sts_operator.services.secret_writer import SecretWriter
 from vault_sts_operator.services.verifier import IdentityVerifier
+from vault_sts_operator.services.watch import SecretDeletions, Watches
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class Services:
     reconciler: CredentialReconciler
     verifier: IdentityVerifier
     controller: CredentialController
+    watches: Watches
 
 
 def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> Services:
@@ -84,7 +87,13 @@ def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> S
         max_sleep_seconds=config.secret_check_seconds)
     controller = CredentialController(reconciler=reconciler, kube=kube, workers=config.max_concurrent_passes,
                                       trust_known_secret=config.watch_secrets)
+    identities = IdentityCatalog(config, on_change=controller.identity_changed)
+    controller.resolve = identities.resolve
+    watches = Watches(kube, on_identity=identities.observe, on_identities_listed=identities.listed,
+                      on_credential=controller.observe, on_credentials_listed=controller.listed,
+                      namespaces=config.namespaces,
+                      secrets=SecretDeletions(controller.secret_deleted) if config.watch_secrets else None)
     verifier = IdentityVerifier(vault=vault, kube=kube, default_vault=config.default_vault,
                                 operator_namespace=config.lease_namespace, rules=config.connection_rules)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, verifier=verifier,
-                    controller=controller)
+                    controller=controller, watches=watches)

@@ -150,10 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import kopf  # imported late: `--help` stays fast and free of kopf's logging setup
 
-    from vault_sts_operator import handlers  # (importing registers the handlers)
-
-    if config.watch_secrets:
-        handlers.secrets.register()
+    from vault_sts_operator import handlers  # noqa: F401  (importing registers the handlers)
 
     kopf.configure(verbose=config.verbose,
                    log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)

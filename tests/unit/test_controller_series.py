@@ -58,3 +58,34 @@ def test_series_from_status_then_from_passes_then_gone() -> None:
     # a failed pass: not ready with its reason; the renewal time stays the last one scheduled
     assert after_failure[0] == metrics.CredentialState("team", "ok", ok_at + 3600, False, "STSUnavailable", ok_at)
     assert at_end == [metrics.CredentialState("team", "bad", None, True, "Issued", 1234.0)]
+
+
+def test_a_list_without_a_credential_forgets_it_in_its_own_namespaces_only() -> None:
+    async def scenario() -> list[tuple[str, str]]:
+        controller = CredentialController(reconciler=cast(CredentialReconciler, FakeReconciler()),
+                                          kube=cast(Any, None), workers=1)
+        controller.scheduler.pause()
+        for namespace, name in (("team", "a"), ("team", "b"), ("other", "c")):
+            controller.observe({**credential(name, {}), "metadata": {
+                "name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1}}, None)
+        controller.listed({("team", "a")}, lambda namespace: namespace == "team")
+        return [(s.namespace, s.name) for s in controller._series()]
+
+    assert asyncio.run(scenario()) == [("team", "a"), ("other", "c")]
+
+
+def test_a_paused_replica_follows_the_active_ones_status_instead_of_running_its_queued_wake() -> None:
+    async def scenario() -> tuple[bool, bool, bool]:
+        controller = CredentialController(reconciler=cast(CredentialReconciler, FakeReconciler()),
+                                          kube=cast(Any, None), workers=1)
+        controller.scheduler.pause()  # another replica is active
+        controller.observe(credential("a", {}), "ADDED")  # new: this replica would issue it once active
+        queued_at_first = ("team", "a") in controller.scheduler._queued
+        controller.observe(credential("a", {  # the active replica issued it
+            "observedGeneration": 1, "accessKeyId": "ASIA...", "renewalTime": "2030-01-01T00:00:00Z",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Issued"}]}), "MODIFIED")
+        return (queued_at_first, ("team", "a") in controller.scheduler._queued,
+                ("team", "a") in controller.scheduler._due)
+
+    queued_at_first, queued_after, scheduled_after = asyncio.run(scenario())
+    assert queued_at_first and not queued_after and scheduled_after

@@ -1,13 +1,13 @@
 """Kubernetes API access the operator needs beyond kopf's watches.
 
-Async calls on one aiohttp session. Secrets are only ever read and written by name
-(the operator never lists or watches Secrets).
+Async calls on one aiohttp session. Secrets are read and written by name; the only list and watch
+of Secrets is label-selected on the server to the ones this operator wrote (services/watch.py).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +20,16 @@ from vault_sts_operator.domain.errors import KubernetesError
 WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 
 
+# The API server's metadata-only representation (what client-go's metadata informers ask for): no data,
+# no spec, no status; for a watch of Secrets, no secret value ever reaches the process.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+METADATA_ONE = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+
+class ResourceVersionExpired(KubernetesError):
+    """410 Gone: the list's continue token or the watch's resourceVersion is too old; list again."""
+
+
 def _secret_path(namespace: str, name: str = "") -> str:
     base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
     return f"{base}/{quote(name)}" if name else base
@@ -29,7 +39,7 @@ class KubeGateway:
     def __init__(self, rest: KubeRest) -> None:
         self.rest = rest
 
-    # -- Secrets (by name only: the operator never lists or watches Secrets) ------------------
+    # -- Secrets by name ------------------------------------------------------------------------
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return await self.rest.request("GET", _secret_path(namespace, name))
@@ -73,6 +83,40 @@ class KubeGateway:
         if secret is None or ref.key not in (secret.get("data") or {}):
             raise KubernetesError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}")
         return base64.b64decode(secret["data"][ref.key]).decode()
+
+    # -- lists and watches (our own custom resources) -------------------------------------------
+    async def list_page(self, path: str, *, limit: int, continue_token: str = "", label_selector: str = "",
+                        metadata_only: bool = False) -> dict[str, Any]:
+        """One page of a collection (``limit`` items at most; ``metadata.continue`` names the next)."""
+        query = (f"?limit={limit}" + (f"&continue={quote(continue_token)}" if continue_token else "")
+                 + (f"&labelSelector={quote(label_selector)}" if label_selector else ""))
+        try:
+            return await self.rest.request("GET", path + query, accept=METADATA_LIST if metadata_only else "")
+        except ApiError as exc:
+            if exc.status == 410:
+                raise ResourceVersionExpired(f"listing {path}: {exc}") from None
+            raise KubernetesError(f"listing {path}: {exc}") from None
+
+    async def watch(self, path: str, resource_version: str, *, timeout_seconds: int, label_selector: str = "",
+                    metadata_only: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """The watch events of a collection from ``resource_version`` (with bookmarks), until the server
+        closes the stream after about ``timeout_seconds``. An expired version raises ResourceVersionExpired."""
+        query = (f"?watch=1&allowWatchBookmarks=true&resourceVersion={quote(resource_version)}"
+                 f"&timeoutSeconds={timeout_seconds}"
+                 + (f"&labelSelector={quote(label_selector)}" if label_selector else ""))
+        try:
+            async for event in self.rest.stream(path + query, read_timeout=timeout_seconds + 30,
+                                                accept=METADATA_ONE if metadata_only else ""):
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if status.get("code") == 410:
+                        raise ResourceVersionExpired(f"watching {path}: {status.get('message', 'Gone')}")
+                    raise KubernetesError(f"watching {path}: {status.get('code')} {status.get('message', '')}")
+                yield event
+        except ApiError as exc:
+            if exc.status == 410:
+                raise ResourceVersionExpired(f"watching {path}: {exc}") from None
+            raise KubernetesError(f"watching {path}: {exc}") from None
 
     # -- status of our custom resources --------------------------------------------------------
     async def patch_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:

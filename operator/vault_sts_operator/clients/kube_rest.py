@@ -24,7 +24,7 @@ import json
 import os
 import ssl
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -163,10 +163,13 @@ class KubeRest:
         assert self._session is not None
         return self._session, self._generation
 
-    async def request(self, method: str, path: str, body: Any = None, *, content_type: str = JSON) -> dict[str, Any]:
+    async def request(self, method: str, path: str, body: Any = None, *, content_type: str = JSON,
+                      accept: str = "") -> dict[str, Any]:
         """One call; raises ApiError for any non-2xx answer. Logs in again once on 401."""
         data = None if body is None else json.dumps(body, separators=(",", ":"))
-        headers = {"Content-Type": content_type} if data is not None else None
+        headers = {"Content-Type": content_type} if data is not None else {}
+        if accept:
+            headers["Accept"] = accept
         for attempt in (1, 2):
             session, generation = await self._session_now()
             try:
@@ -183,3 +186,35 @@ class KubeRest:
                 raise ApiError(0, f"unreachable ({type(exc).__name__})") from None
             return dict(json.loads(raw)) if raw else {}
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def stream(self, path: str, *, read_timeout: float, accept: str = "") -> AsyncIterator[dict[str, Any]]:
+        """A watch: the JSON objects of a newline-delimited stream, until the server ends it.
+
+        ``read_timeout`` bounds the silence between two chunks (the server sends bookmarks), not the
+        stream's length. Raises ApiError as ``request`` does; logs in again once on 401.
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total, sock_read=read_timeout)
+        for attempt in (1, 2):
+            session, generation = await self._session_now()
+            try:
+                async with session.get(self._server + path, timeout=timeout,
+                                       headers={"Accept": accept} if accept else None) as response:
+                    if response.status == 401 and attempt == 1:
+                        async with self._lock:
+                            if self._generation == generation:
+                                await self._connect()
+                        continue
+                    if response.status >= 300:
+                        raise ApiError(response.status, response.reason or "")
+                    pending = b""
+                    async for chunk in response.content.iter_any():
+                        lines = (pending + chunk).split(b"\n")
+                        pending = lines.pop()
+                        for line in lines:
+                            if line.strip():
+                                yield dict(json.loads(line))
+                    if pending.strip():
+                        yield dict(json.loads(pending))
+                    return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise ApiError(0, f"unreachable ({type(exc).__name__})") from None

@@ -1,5 +1,9 @@
-"""kopf handlers only: parse, call a service, report. Importing this package registers them."""
+"""kopf handlers only: parse, call a service, report. Importing this package registers them.
 
-from vault_sts_operator.handlers import credentials, identities, lifecycle, secrets
+AssumedRoleCredentials and the operator's Secrets have no kopf handler: the operator lists and watches
+them itself (services/watch.py).
+"""
 
-__all__ = ["credentials", "identities", "lifecycle", "secrets"]
+from vault_sts_operator.handlers import identities, lifecycle
+
+__all__ = ["identities", "lifecycle"]

@@ -1,4 +1,8 @@
-"""MFAIdentity: indexed for the credential passes, verified against Vault, dependents woken on change."""
+"""MFAIdentity: verified against Vault, its credentials woken on change.
+
+The credential passes resolve identities from the operator's own identity watch (services/watch.py,
+services/identity_catalog.py), not from a kopf index: credentials are not kopf's.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +13,12 @@ import kopf
 
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.api import reasons
-from vault_sts_operator.api.specs import IdentitySpec, parse_identity
 from vault_sts_operator.app import Services
-from vault_sts_operator.config import OperatorConfig
-from vault_sts_operator.domain.errors import IdentityNotFoundError, IssuingError
-from vault_sts_operator.services.reconciler import IdentityResolver
+from vault_sts_operator.domain.errors import IssuingError
 
 log = logging.getLogger(__name__)
 
 VERIFY_INTERVAL_SECONDS = 300.0
-
-
-@kopf.index(c.GROUP, c.VERSION, c.IDENTITY_PLURAL, id="identity_index")
-def identity_index(name: str, uid: str, spec: kopf.Spec, **_: Any) -> dict[str, tuple[str, dict[str, Any]]]:
-    return {name: (uid, dict(spec))}
-
-
-def resolver_from_index(index: kopf.Index[str, Any], config: OperatorConfig) -> IdentityResolver:
-    def resolve(name: str) -> IdentitySpec:
-        entries = list(index.get(name, ()))
-        if not entries:
-            raise IdentityNotFoundError(f"MFAIdentity {name!r} does not exist")
-        uid, spec = entries[0]
-        return parse_identity(name, uid, spec, default_vault=config.default_vault,
-                              operator_namespace=config.lease_namespace, rules=config.connection_rules)
-
-    return resolve
 
 
 async def _verify_and_report(body: kopf.Body, name: str, uid: str, spec: kopf.Spec, memo: kopf.Memo) -> bool:

@@ -55,19 +55,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = config.worker_threads
-    if config.watch_secrets:
-        # Server-side: only the Secrets this operator wrote are streamed to it (handlers/secrets.py).
-        from vault_sts_operator.handlers.secrets import SECRET_SELECTOR
-        settings.watching.label_selectors["v1", "secrets"] = SECRET_SELECTOR
-    # kopf keeps a task and a queue per object for `idle_timeout` after its last event (5 s by default):
-    # ten thousand CRs applied at once would hold ten thousand of each. Our only credential handler
-    # returns at once (it enqueues on the scheduler), so a short idle time keeps just the busy few.
-    settings.queueing.idle_timeout = 0.2
-    # And at most this many at once: kopf spawns a worker per object as fast as it reads the stream, so
-    # the initial list of a restart held every body (ten thousand) in memory at once (173 MB peak).
-    settings.queueing.worker_limit = 200
-    # The initial list in pages rather than one response holding every body.
-    settings.watching.chunk_size = 500
+    # Credentials and the operator's Secrets are listed and watched by services/watch.py, not kopf: kopf
+    # watches MFAIdentities (its handlers) and the peering object only, a handful of objects.
     if config.peering_name:
         # kopf pauses every operator that sees a live peer of the same priority (kopf >= 1.29), so replicas
         # that all keep the default priority 0 all pause and none works. A random priority per instance keeps
@@ -78,6 +67,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     services = build_services(config, settings)
     services.controller.start(peering=config.peering_name, priority=settings.peering.priority,
                               namespaces=config.namespaces)
+    services.watches.start()
     memo["services"] = services
     metrics.serve(config.metrics_port)
     log.info("vault-sts-operator started (instance %s, namespaces %s)", config.instance_id,
@@ -94,5 +84,6 @@ def probe_credentials(memo: kopf.Memo, **_: Any) -> int:
 async def shut_down(memo: kopf.Memo, **_: Any) -> None:
     services: Services | None = memo.get("services")
     if services is not None:
+        await services.watches.stop()
         await services.controller.stop()
         await services.kube.rest.close()

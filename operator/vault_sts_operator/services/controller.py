@@ -1,7 +1,7 @@
 """Every AssumedRoleCredential on one scheduler: what the watch says, when each is due, one pass each.
 
-kopf's watch feeds `observe()` (it only records and enqueues); the scheduler runs passes on a
-bounded pool of workers. Per credential the controller keeps the CR as compact JSON (no
+The credential watch (services/watch.py) feeds `observe()` (it only records and enqueues); the
+scheduler runs passes on a bounded pool of workers. Per credential the controller keeps the CR as compact JSON (no
 managedFields; the body is parsed again only for a pass) and the count of failed passes.
 
 - A CR seen for the first time whose status says it was issued for its current generation is
@@ -11,10 +11,12 @@ managedFields; the body is parsed again only for a pass) and the count of failed
 - A spec change (generation), a new `vaultsts.io/rotate` value, `wake()` or a change of its
   identity runs a pass at once. Status-only updates (our own patches) wake nothing.
 - Deletion forgets the CR: its timer, its cached body and its per-credential metrics. There is no
-  finalizer: the Secret goes with the CR through its owner reference. A finalizer left by an
-  older version (a kopf daemon) is removed by kopf itself, which drops its finalizer
-  (`settings.persistence.finalizer`, the same name) from objects no handler needs it on.
-- While another replica is active (kopf peering), no pass runs.
+  finalizer: the Secret goes with the CR through its owner reference. The finalizer an older
+  version (a kopf daemon per CR) added is removed when such a CR is first seen, so that deleting
+  it does not hang.
+- A list that no longer has a CR (deleted while no watch was open) forgets it too (`listed`).
+- While another replica is active (kopf peering), no pass runs; the watch keeps this replica's
+  record current, and each event re-schedules its CR from the status the active replica wrote.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class CredentialController:
         self.resolve: IdentityResolver | None = None  # set by the handlers from kopf's identity index
         self.scheduler: Scheduler[Key] = Scheduler(self._pass, workers=workers)
         self._peering_task: asyncio.Task[None] | None = None
+        self._chores: set[asyncio.Task[None]] = set()  # legacy finalizer removals in flight
         metrics.SCHEDULED_CREDENTIALS.set_function(lambda: len(self._objects))
         metrics.CREDENTIALS.source = self._series
 
@@ -183,6 +186,9 @@ class CredentialController:
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
+        finalizers = list(meta.get("finalizers") or ())
+        if c.FINALIZER in finalizers and event_type != "DELETED":
+            self._remove_legacy_finalizer(key, finalizers)
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
             self.forget(key)
             return
@@ -191,7 +197,10 @@ class CredentialController:
         print_ = fingerprint(compact)
         old = self._objects.get(key)
         expiration = _status_expiration(compact)
-        if old is not None and old.fingerprint == print_:
+        # While another replica is active, its status writes are the truth: every event re-decides the key from
+        # them as on first sight (a wake queued meanwhile must not run once this replica takes over).
+        paused = self.scheduler.paused
+        if old is not None and old.fingerprint == print_ and not paused:
             old.raw = json.dumps(compact, separators=(",", ":")).encode()
             old.identity = identity
             old.expiration = expiration or old.expiration
@@ -212,11 +221,29 @@ class CredentialController:
             replacement.renewal = renew_at.timestamp() if renew_at is not None else None
         self._objects[key] = replacement
         self._failures.pop(key, None)
-        if old is None and renew_at is not None:
+        if (old is None or paused) and renew_at is not None:
             # Exactly at the renewal time, not capped like a pass's own sleep: until then nothing is read.
+            self.scheduler.forget(key)  # (a wake queued while paused)
             self.scheduler.schedule(key, (renew_at - self._clock()).total_seconds())
         else:
             self.scheduler.wake(key)
+
+    def listed(self, seen: set[Key], serves: Callable[[str], bool]) -> None:
+        """A complete list of the namespaces ``serves`` accepts: forget what it no longer has."""
+        for key in [k for k in self._objects if serves(k[0]) and k not in seen]:
+            log.info("%s/%s is gone (deleted while the watch was away); forgetting it", *key)
+            self.forget(key)
+
+    def _remove_legacy_finalizer(self, key: Key, finalizers: list[str]) -> None:
+        async def remove() -> None:
+            try:
+                await self._kube.remove_finalizer(key[0], key[1], finalizers, c.FINALIZER)
+            except IssuingError as exc:  # the next event of the object tries again
+                log.warning("%s", exc.message)
+
+        task = asyncio.get_running_loop().create_task(remove(), name=f"finalizer {key[0]}/{key[1]}")
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def forget(self, key: Key) -> None:
         self._objects.pop(key, None)  # its series go with it (the collector reads _objects)

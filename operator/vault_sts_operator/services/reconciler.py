@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 IdentityResolver = Callable[[str], IdentitySpec]
 # A credential re-decides at least this often (a pass that is not due asks the API server nothing when
 # it knows the Secret it wrote). A Secret changed or deleted by hand is repaired at its next issue, or
-# at once when the Secret watch calls the controller (handlers/secrets.py). Without that watch
+# at once when the Secret watch calls the controller (services/watch.py). Without that watch
 # (--no-watch-secrets), --secret-check-interval lowers this bound.
 MAX_SLEEP_SECONDS = 3600.0
 

@@ -1,0 +1,166 @@
+"""The list-and-watch loop (services/watch.py) and the identity catalog, against a scripted API.
+
+The loop's behaviour on the real API server is covered by every end-to-end test (the operator finds its
+credentials through it); these tables pin the sequencing a live server rarely shows on demand: pages,
+an expired resourceVersion, a failed watch, a relist that no longer has an object, namespace scoping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from vault_sts_operator.clients.kube import ResourceVersionExpired
+from vault_sts_operator.config import OperatorConfig
+from vault_sts_operator.domain.errors import IdentityNotFoundError, KubernetesError
+from vault_sts_operator.services.identity_catalog import IdentityCatalog
+from vault_sts_operator.services.watch import ListWatch, SecretDeletions, credential_sources, sources
+
+
+def obj(name: str, rv: str, namespace: str = "team", **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": rv, "uid": f"uid-{name}"},
+            "spec": spec}
+
+
+class Stop(Exception):
+    pass
+
+
+class ScriptedKube:
+    """Answers list pages and watch streams from scripts; raises Stop when the script runs out."""
+
+    def __init__(self, lists: list[list[dict[str, Any]] | Exception], watches: list[list[dict[str, Any]] | Exception],
+                 page_size: int) -> None:
+        self.lists = lists
+        self.watches = watches
+        self.page_size = page_size
+        self.calls: list[str] = []
+        self._pages: list[dict[str, Any]] = []
+
+    async def list_page(self, path: str, *, limit: int, continue_token: str = "", label_selector: str = "",
+                        metadata_only: bool = False) -> dict[str, Any]:
+        self.calls.append(f"list {continue_token or '-'}")
+        if not continue_token:
+            if not self.lists:
+                raise Stop
+            items = self.lists.pop(0)
+            if isinstance(items, Exception):
+                raise items
+            chunks = [items[i:i + limit] for i in range(0, len(items), limit)] or [[]]
+            self._pages = [{"kind": "AssumedRoleCredentialList", "apiVersion": "vaultsts.io/v1alpha1",
+                            "metadata": {"resourceVersion": "100", "continue": f"p{i + 1}" if i + 1 < len(chunks)
+                                         else ""}, "items": chunk} for i, chunk in enumerate(chunks)]
+        return self._pages.pop(0)
+
+    async def watch(self, path: str, resource_version: str, *, timeout_seconds: int, label_selector: str = "",
+                    metadata_only: bool = False) -> AsyncIterator[dict[str, Any]]:
+        self.calls.append(f"watch {resource_version}")
+        if not self.watches:
+            raise Stop
+        events = self.watches.pop(0)
+        if isinstance(events, Exception):
+            raise events
+        for event in events:
+            yield event
+
+
+def run(kube: ScriptedKube) -> tuple[list[tuple[str, str | None]], list[set[tuple[str, str]]]]:
+    seen: list[tuple[str, str | None]] = []
+    listed: list[set[tuple[str, str]]] = []
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    watch = ListWatch(kube, "/apis/x", on_event=lambda o, t: seen.append((o["metadata"]["name"], t)),  # type: ignore[arg-type]
+                      on_listed=listed.append, page_size=kube.page_size, sleep=sleep)
+    with pytest.raises(Stop):
+        asyncio.run(watch.run())
+    return seen, listed
+
+
+def test_pages_then_watch_from_the_list_version_then_from_the_last_seen():
+    kube = ScriptedKube(
+        lists=[[obj("a", "1"), obj("b", "2"), obj("c", "3")]],
+        watches=[[{"type": "MODIFIED", "object": obj("a", "101")},
+                  {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "150"}}}],
+                 [{"type": "DELETED", "object": obj("b", "160")}]],
+        page_size=2)
+    seen, listed = run(kube)
+    assert seen == [("a", None), ("b", None), ("c", None), ("a", "MODIFIED"), ("b", "DELETED")]
+    assert listed == [{("team", "a"), ("team", "b"), ("team", "c")}]
+    # two pages, then each watch resumes where the previous one ended (the bookmark's version)
+    assert kube.calls == ["list -", "list p1", "watch 100", "watch 150", "watch 160"]
+
+
+def test_expired_version_lists_again_and_reports_what_the_new_list_has():
+    kube = ScriptedKube(
+        lists=[[obj("a", "1"), obj("b", "2")], [obj("a", "1")]],
+        watches=[ResourceVersionExpired("gone")], page_size=10)
+    seen, listed = run(kube)
+    assert seen == [("a", None), ("b", None), ("a", None)]
+    assert listed == [{("team", "a"), ("team", "b")}, {("team", "a")}]  # b was deleted meanwhile
+    assert kube.calls == ["list -", "watch 100", "list -", "watch 100"]
+
+
+def test_a_failed_watch_backs_off_and_resumes_from_the_same_version():
+    kube = ScriptedKube(lists=[[obj("a", "1")]], watches=[KubernetesError("HTTP 0 unreachable"), []],
+                        page_size=10)
+    run(kube)
+    assert kube.calls == ["list -", "watch 100", "watch 100", "watch 100"]
+
+
+def test_sources_per_namespace_cluster_wide_or_filtered():
+    (everything,) = credential_sources(())
+    assert everything[0] == "/apis/vaultsts.io/v1alpha1/assumedrolecredentials" and everything[1]("any")
+    exact = credential_sources(("a", "b", "a"))
+    assert [path for path, _ in exact] == ["/apis/vaultsts.io/v1alpha1/namespaces/a/assumedrolecredentials",
+                                           "/apis/vaultsts.io/v1alpha1/namespaces/b/assumedrolecredentials"]
+    assert exact[0][1]("a") and not exact[0][1]("b")  # each watch's list answers for its own namespace only
+    (globbed,) = credential_sources(("team-*, !team-x", "ops"))  # kopf's syntax: each pattern adds namespaces
+    assert globbed[0].endswith("/assumedrolecredentials") and "/namespaces/" not in globbed[0]
+    assert [ns for ns in ("team-a", "team-x", "ops", "other") if globbed[1](ns)] == ["team-a", "ops"]
+
+
+def test_identity_catalog_resolves_and_wakes_on_change_only():
+    woken: list[str] = []
+    catalog = IdentityCatalog(OperatorConfig(), on_change=woken.append)
+    spec = {"vault": {"address": "https://127.0.0.1:8200/", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}},
+            "accessKey": {"kv": {"path": "aws/ci"}},
+            "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ci", "totp": {"key": "ci"}},
+            "allowedNamespaces": ["team"], "allowedRoleArns": ["arn:aws:iam::123456789012:role/r"]}
+    with pytest.raises(IdentityNotFoundError):
+        catalog.resolve("ci")
+    catalog.observe(obj("ci", "1", namespace="", **spec), None)
+    catalog.observe({**obj("ci", "2", namespace="", **spec), "status": {"x": 1}}, "MODIFIED")  # status only
+    assert woken == ["ci"]
+    assert catalog.resolve("ci").name == "ci"
+    catalog.listed(set())  # a relist without it: deleted while the watch was away
+    assert woken == ["ci", "ci"]
+    with pytest.raises(IdentityNotFoundError):
+        catalog.resolve("ci")
+
+
+def test_secret_deletions_wake_the_owner_also_when_a_relist_misses_the_secret():
+    woken: list[tuple[str, str]] = []
+    secrets = SecretDeletions(lambda namespace, name: woken.append((namespace, name)))
+    label = "vaultsts.io/credential"
+
+    def secret(namespace: str, name: str, owner: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": namespace, "name": name, "labels": {label: owner}}}
+
+    secrets.observe(secret("a", "app-aws", "app"), None)
+    secrets.observe(secret("b", "db-aws", "db"), "ADDED")
+    secrets.observe(secret("a", "app-aws", "app"), "MODIFIED")
+    assert woken == []
+    secrets.observe(secret("a", "app-aws", "app"), "DELETED")
+    assert woken == [("a", "app")]
+    secrets.observe(secret("a", "app-aws", "app"), "ADDED")
+    secrets.listed({("b", "db-aws")}, lambda namespace: namespace == "a")  # namespace a's list lost app-aws
+    assert woken == [("a", "app"), ("a", "app")]
+    secrets.listed(set(), lambda namespace: namespace == "a")  # b is another watch's: not touched
+    assert woken == [("a", "app"), ("a", "app")]
+    assert sources(("a",), "/api/v1/{}secrets")[0][0] == "/api/v1/namespaces/a/secrets"
