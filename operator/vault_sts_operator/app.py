@@ -27,6 +27,7 @@ from vault_sts_operator.services.issuer import CredentialIssuer
 from vault_sts_operator.services.limiter import BlockingCalls
 from vault_sts_operator.services.mfa_device import MfaDeviceGuard
 from vault_sts_operator.services.mfa_sessions import KvSessionProvider, MfaSessionCache, VaultAwsSessionProvider
+from vault_sts_operator.services.peering import PeeringGate
 from vault_sts_operator.services.reconciler import CredentialReconciler
 from vault_sts_operator.services.restarts import RolloutRestarter
 from vault_sts_operator.services.secret_writer import SecretWriter
@@ -51,6 +52,7 @@ class Services:
     verifier: IdentityVerifier
     controller: CredentialController
     watches: Watches
+    peering: PeeringGate | None  # None: standalone
 
 
 def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> Services:
@@ -95,5 +97,8 @@ def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> S
                       secrets=SecretDeletions(controller.secret_deleted) if config.watch_secrets else None)
     verifier = IdentityVerifier(vault=vault, kube=kube, default_vault=config.default_vault,
                                 operator_namespace=config.lease_namespace, rules=config.connection_rules)
+    peering = (PeeringGate(kube, controller.scheduler, name=config.peering_name, priority=settings.peering.priority,
+                           namespaces=config.namespaces, clock=lambda: datetime.now(UTC))
+               if config.peering_name else None)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, verifier=verifier,
-                    controller=controller, watches=watches)
+                    controller=controller, watches=watches, peering=peering)

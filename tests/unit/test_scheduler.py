@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from vault_sts_operator.services.controller import another_replica_active, fingerprint, scheduled_renewal
+from vault_sts_operator.services.controller import fingerprint, scheduled_renewal
 from vault_sts_operator.services.scheduler import Scheduler
 
 
@@ -181,14 +181,3 @@ def test_fingerprint_ignores_status_only_changes() -> None:
     assert fingerprint(_cr(READY)) == fingerprint(_cr({}))
     assert fingerprint(_cr(READY)) != fingerprint(_cr(READY, generation=3))
     assert fingerprint(_cr(READY)) != fingerprint(_cr(READY, rotate="1"))
-
-
-def test_peering_pauses_for_a_live_higher_priority_peer() -> None:
-    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-    seen = (now - timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    old = (now - timedelta(seconds=120)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert another_replica_active({"b": {"priority": 9, "lastseen": seen, "lifetime": 60}}, 5, now)
-    assert not another_replica_active({"b": {"priority": 9, "lastseen": old, "lifetime": 60}}, 5, now)
-    assert not another_replica_active({"me": {"priority": 5, "lastseen": seen, "lifetime": 60},
-                                       "b": {"priority": 3, "lastseen": seen, "lifetime": 60}}, 5, now)
-    assert not another_replica_active(None, 5, now)

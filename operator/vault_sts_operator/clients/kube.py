@@ -164,18 +164,6 @@ class KubeGateway:
         except ApiError as exc:
             raise KubernetesError(f"posting Event {reason} on {namespace}/{meta.get('name')}: {exc}") from None
 
-    async def peering_status(self, name: str, namespace: str | None) -> dict[str, Any] | None:
-        """The status of kopf's (Cluster)KopfPeering object `name`; None when it does not exist."""
-        path = (f"/apis/kopf.dev/v1/namespaces/{quote(namespace)}/kopfpeerings/{quote(name)}" if namespace
-                else f"/apis/kopf.dev/v1/clusterkopfpeerings/{quote(name)}")
-        try:
-            body = await self.rest.request("GET", path)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise KubernetesError(f"reading peering {name}: {exc}") from None
-        return dict(body.get("status") or {})
-
     async def patch_identity_status(self, name: str, status: dict[str, Any]) -> None:
         path = f"/apis/{c.GROUP}/{c.VERSION}/{c.IDENTITY_PLURAL}/{quote(name)}/status"
         try:

@@ -65,8 +65,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="vso"))
     services = build_services(config, settings)
-    services.controller.start(peering=config.peering_name, priority=settings.peering.priority,
-                              namespaces=config.namespaces)
+    services.controller.start()
+    if services.peering is not None:
+        services.peering.start()  # pauses the scheduler at once, until the peering object says this is the one
     services.watches.start()
     memo["services"] = services
     metrics.serve(config.metrics_port)
@@ -85,5 +86,7 @@ async def shut_down(memo: kopf.Memo, **_: Any) -> None:
     services: Services | None = memo.get("services")
     if services is not None:
         await services.watches.stop()
+        if services.peering is not None:
+            await services.peering.stop()
         await services.controller.stop()
         await services.kube.rest.close()

@@ -15,14 +15,13 @@ managedFields; the body is parsed again only for a pass) and the count of failed
   version (a kopf daemon per CR) added is removed when such a CR is first seen, so that deleting
   it does not hang.
 - A list that no longer has a CR (deleted while no watch was open) forgets it too (`listed`).
-- While another replica is active (kopf peering), no pass runs; the watch keeps this replica's
+- While another replica is active (kopf peering, services/peering.py), no pass runs; the watch keeps this replica's
   record current, and each event re-schedules its CR from the status the active replica wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -47,8 +46,6 @@ from vault_sts_operator.services.scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
-
-PEERING_POLL_SECONDS = 5.0
 
 
 class _Cached:
@@ -111,22 +108,6 @@ def _status_expiration(body: Mapping[str, Any]) -> float | None:
         return None
 
 
-def another_replica_active(status: Mapping[str, Any] | None, my_priority: int, now: datetime) -> bool:
-    """kopf's rule: a live peer with a higher priority keeps this replica paused."""
-    for info in (status or {}).values():
-        if not isinstance(info, Mapping):
-            continue
-        try:
-            priority = int(info.get("priority", 0))
-            lastseen = parse_time(str(info["lastseen"])) if info.get("lastseen") else now
-            lifetime = float(info.get("lifetime", 60))
-        except (TypeError, ValueError):
-            continue
-        if priority > my_priority and (now - lastseen).total_seconds() < lifetime:
-            return True
-    return False
-
-
 class CredentialController:
     def __init__(self, *, reconciler: CredentialReconciler, kube: KubeGateway, workers: int,
                  trust_known_secret: bool = True,
@@ -142,7 +123,6 @@ class CredentialController:
         self._failures: dict[Key, int] = {}
         self.resolve: IdentityResolver | None = None  # set by the handlers from kopf's identity index
         self.scheduler: Scheduler[Key] = Scheduler(self._pass, workers=workers)
-        self._peering_task: asyncio.Task[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()  # legacy finalizer removals in flight
         metrics.SCHEDULED_CREDENTIALS.set_function(lambda: len(self._objects))
         metrics.CREDENTIALS.source = self._series
@@ -153,34 +133,11 @@ class CredentialController:
                                           cached.renewal)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self, *, peering: str = "", priority: int = 0, namespaces: tuple[str, ...] = ()) -> None:
+    def start(self) -> None:
         self.scheduler.start()
-        if peering:
-            self.scheduler.pause()  # until the peering object says this replica is the active one
-            self._peering_task = asyncio.get_running_loop().create_task(
-                self._follow_peering(peering, priority, namespaces), name="peering-follower")
 
     async def stop(self) -> None:
-        if self._peering_task is not None:
-            self._peering_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._peering_task
         await self.scheduler.stop()
-
-    async def _follow_peering(self, name: str, priority: int, namespaces: tuple[str, ...]) -> None:
-        """Poll kopf's peering object(s): kopf pauses its own watches, we pause the scheduler alike."""
-        # Namespaced operators peer per namespace (globs cannot be read by name: kopf pauses those watches).
-        places: list[str | None] = [ns for ns in namespaces if not any(ch in ns for ch in "*?[")] or [None]
-        while True:
-            try:
-                statuses = [await self._kube.peering_status(name, ns) for ns in places]
-                if any(another_replica_active(status, priority, self._clock()) for status in statuses):
-                    self.scheduler.pause()
-                else:
-                    self.scheduler.resume()
-            except IssuingError as exc:
-                log.warning("could not read the peering object %s: %s", name, exc.message)
-            await asyncio.sleep(PEERING_POLL_SECONDS)
 
     # -- what the watch says -----------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
