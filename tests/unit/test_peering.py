@@ -128,3 +128,32 @@ def test_the_gate_needs_its_entry_in_every_namespace() -> None:
     gate._on_event(_peering("vso", entries(5, 9), "b"), "MODIFIED")
     gate.evaluate()
     assert scheduler.paused
+
+
+def test_the_gate_pauses_a_real_controller_and_the_active_gauge_says_so() -> None:
+    import asyncio
+
+    from vault_sts_operator import metrics
+    from vault_sts_operator.services.controller import CredentialController
+    from vault_sts_operator.services.reconciler import CredentialReconciler
+
+    def active() -> float | None:
+        return metrics.REGISTRY.get_sample_value("vault_sts_operator_active")
+
+    async def scenario() -> list[float | None]:
+        controller = CredentialController(reconciler=cast(CredentialReconciler, None), kube=cast(Any, None),
+                                          workers=1)
+        gate = PeeringGate(cast(KubeGateway, None), controller.scheduler, name="vso", priority=5, namespaces=(),
+                           clock=lambda: T0, grace_seconds=GRACE)
+        seen = [active()]  # standalone: runs passes
+        controller.scheduler.pause()  # as gate.start() does
+        seen.append(active())
+        gate._on_event(_peering("vso", entries(5)), None)
+        gate.evaluate()
+        seen.append(active())
+        gate._on_event(_peering("vso", entries(5, 9)), "MODIFIED")
+        gate.evaluate()
+        seen.append(active())
+        return seen
+
+    assert asyncio.run(scenario()) == [1.0, 0.0, 1.0, 0.0]

@@ -125,6 +125,7 @@ class CredentialController:
         self.scheduler: Scheduler[Key] = Scheduler(self._pass, workers=workers)
         self._chores: set[asyncio.Task[None]] = set()  # legacy finalizer removals in flight
         metrics.SCHEDULED_CREDENTIALS.set_function(lambda: len(self._objects))
+        metrics.ACTIVE.set_function(lambda: 0.0 if self.scheduler.paused else 1.0)
         metrics.CREDENTIALS.source = self._series
 
     def _series(self) -> Iterator[metrics.CredentialState]:
