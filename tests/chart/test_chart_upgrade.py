@@ -84,10 +84,21 @@ def test_crds_keep_false_removes_them_on_uninstall(stack, tmp_path, unique):
              "--namespace", namespace, "--create-namespace", "--set", "crds.keep=false",
              "--set", "peering.enabled=false", "--set", "replicaCount=1", "--set", f"fullnameOverride=crdk-{unique}",
              "--set", "rbac.aggregateClusterRoles=false")
-        kubectl(stack, "get", "crd", f"mfaidentities.{group}")
-        helm(stack, "uninstall", release, "--namespace", namespace, "--wait")
-        wait_for("CRD removal", lambda: kubectl(stack, "get", "crd", f"mfaidentities.{group}",
-                                                 check=False).returncode != 0, timeout=30)
+        crds = [f"assumedrolecredentials.{group}", f"mfaidentities.{group}"]
+        kubectl(stack, "get", "crd", *crds)
+        # Without `--wait`: the point is that the CRDs go, which the loop below checks. (One CI run saw
+        # `helm uninstall --wait` outlive its 120-s limit with no output to tell what it waited for.)
+        helm(stack, "uninstall", release, "--namespace", namespace)
+
+        def left() -> str:
+            return kubectl(stack, "get", "crd", *crds, "--ignore-not-found", "-o",
+                           "jsonpath={range .items[*]}{.metadata.name} {.status.conditions}{\"\\n\"}{end}",
+                           check=False).stdout.strip()
+
+        try:
+            wait_for("CRD removal", lambda: not left(), timeout=120)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; still there: {left()}") from None
     finally:
         kubectl(stack, "delete", "crd", f"assumedrolecredentials.{group}", f"mfaidentities.{group}",
                 "--ignore-not-found", check=False)
