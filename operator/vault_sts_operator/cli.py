@@ -102,6 +102,12 @@ def _default_vault(args: argparse.Namespace) -> VaultConnection | None:
 
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    patterns = [ns for ns in args.namespace if any(ch in ns for ch in "*?[!,")]
+    if args.peering and patterns:
+        # kopf peers in a KopfPeering per matching namespace, which nobody creates for a pattern; the
+        # credential scheduler would wait for its entry forever. The chart refuses the same combination.
+        raise SystemExit(f"--peering with namespace patterns ({', '.join(patterns)}) is not supported: "
+                         "name the namespaces, or run without --peering")
     return OperatorConfig(
         default_vault=_default_vault(args),
         vault_sa_token_file=args.vault_sa_token_file,

@@ -27,3 +27,17 @@ def test_no_passwd_entry_and_no_hostname_variable_asks_the_kernel() -> None:
 
 def test_empty_pod_id_counts_as_unset() -> None:
     assert fallback_identity({"POD_ID": ""}, _no_passwd_entry, lambda: "node-1") == "node-1"
+
+
+def test_peering_with_namespace_patterns_is_refused_at_start() -> None:
+    import pytest
+
+    from vault_sts_operator.cli import _parser, config_from_args
+
+    args = _parser().parse_args(["run", "-n", "team-*", "--peering", "vso", "--vault-address", "https://v:8200"])
+    with pytest.raises(SystemExit, match=r"--peering with namespace patterns \(team-\*\)"):
+        config_from_args(args)
+    named = _parser().parse_args(["run", "-n", "team-a", "--peering", "vso", "--vault-address", "https://v:8200"])
+    assert config_from_args(named).namespaces == ("team-a",)
+    unpeered = _parser().parse_args(["run", "-n", "team-*", "--vault-address", "https://v:8200"])
+    assert config_from_args(unpeered).peering_name == ""
