@@ -163,6 +163,33 @@ class KubeRest:
         assert self._session is not None
         return self._session, self._generation
 
+    @contextlib.asynccontextmanager
+    async def _response(self, method: str, path: str, *, data: str | None = None,
+                        headers: Mapping[str, str] | None = None,
+                        timeout: aiohttp.ClientTimeout | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The 2xx response to one call, logged in again once on 401 (one login for every call refused
+        with the old token). Any other answer raises ApiError; so does a connection failure, also while
+        the caller reads the body."""
+        options: dict[str, Any] = {"data": data, "headers": headers}
+        if timeout is not None:  # (aiohttp reads an explicit None as "no timeout at all")
+            options["timeout"] = timeout
+        for attempt in (1, 2):
+            session, generation = await self._session_now()
+            try:
+                async with session.request(method, self._server + path, **options) as response:
+                    if response.status == 401 and attempt == 1:
+                        async with self._lock:
+                            if self._generation == generation:
+                                await self._connect()
+                        continue
+                    if response.status >= 300:
+                        raise ApiError(response.status, response.reason or "")
+                    yield response
+                    return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise ApiError(0, f"unreachable ({type(exc).__name__})") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def request(self, method: str, path: str, body: Any = None, *, content_type: str = JSON,
                       accept: str = "") -> dict[str, Any]:
         """One call; raises ApiError for any non-2xx answer. Logs in again once on 401."""
@@ -170,22 +197,9 @@ class KubeRest:
         headers = {"Content-Type": content_type} if data is not None else {}
         if accept:
             headers["Accept"] = accept
-        for attempt in (1, 2):
-            session, generation = await self._session_now()
-            try:
-                async with session.request(method, self._server + path, data=data, headers=headers) as response:
-                    if response.status == 401 and attempt == 1:
-                        async with self._lock:  # one login for every request refused with the old token
-                            if self._generation == generation:
-                                await self._connect()
-                        continue
-                    if response.status >= 300:
-                        raise ApiError(response.status, response.reason or "")
-                    raw = await response.read()
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise ApiError(0, f"unreachable ({type(exc).__name__})") from None
-            return dict(json.loads(raw)) if raw else {}
-        raise AssertionError("unreachable")  # pragma: no cover
+        async with self._response(method, path, data=data, headers=headers) as response:
+            raw = await response.read()
+        return dict(json.loads(raw)) if raw else {}
 
     async def stream(self, path: str, *, read_timeout: float, accept: str = "") -> AsyncIterator[dict[str, Any]]:
         """A watch: the JSON objects of a newline-delimited stream, until the server ends it.
@@ -194,27 +208,14 @@ class KubeRest:
         stream's length. Raises ApiError as ``request`` does; logs in again once on 401.
         """
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total, sock_read=read_timeout)
-        for attempt in (1, 2):
-            session, generation = await self._session_now()
-            try:
-                async with session.get(self._server + path, timeout=timeout,
-                                       headers={"Accept": accept} if accept else None) as response:
-                    if response.status == 401 and attempt == 1:
-                        async with self._lock:
-                            if self._generation == generation:
-                                await self._connect()
-                        continue
-                    if response.status >= 300:
-                        raise ApiError(response.status, response.reason or "")
-                    pending = b""
-                    async for chunk in response.content.iter_any():
-                        lines = (pending + chunk).split(b"\n")
-                        pending = lines.pop()
-                        for line in lines:
-                            if line.strip():
-                                yield dict(json.loads(line))
-                    if pending.strip():
-                        yield dict(json.loads(pending))
-                    return
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise ApiError(0, f"unreachable ({type(exc).__name__})") from None
+        async with self._response("GET", path, headers={"Accept": accept} if accept else None,
+                                  timeout=timeout) as response:
+            pending = b""
+            async for chunk in response.content.iter_any():
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield dict(json.loads(line))
+            if pending.strip():
+                yield dict(json.loads(pending))
