@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from vault_sts_operator import __version__
 from vault_sts_operator.api.specs import KubernetesAuth, SecretKeyRef, TokenAuth, VaultAuth, VaultConnection
-from vault_sts_operator.config import OperatorConfig
+from vault_sts_operator.config import OperatorConfig, is_namespace_pattern
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -102,7 +102,7 @@ def _default_vault(args: argparse.Namespace) -> VaultConnection | None:
 
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
-    patterns = [ns for ns in args.namespace if any(ch in ns for ch in "*?[!,")]
+    patterns = [ns for ns in args.namespace if is_namespace_pattern(ns)]
     if args.peering and patterns:
         # kopf peers in a KopfPeering per matching namespace, which nobody creates for a pattern; the
         # credential scheduler would wait for its entry forever. The chart refuses the same combination.

@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from vault_sts_operator.api.specs import ConnectionRules, VaultConnection
 
 
+def is_namespace_pattern(namespace: str) -> bool:
+    """Whether a `--namespace` value is one of kopf's patterns (globs, `!` exclusions, comma lists; matched
+    with fnmatch, so `[...]` too) rather than a namespace's name."""
+    return any(ch in namespace for ch in "*?[!,")
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     default_vault: VaultConnection | None = None

@@ -123,6 +123,9 @@ def test_sources_per_namespace_cluster_wide_or_filtered():
     (globbed,) = credential_sources(("team-*, !team-x", "ops"))  # kopf's syntax: each pattern adds namespaces
     assert globbed[0].endswith("/assumedrolecredentials") and "/namespaces/" not in globbed[0]
     assert [ns for ns in ("team-a", "team-x", "ops", "other") if globbed[1](ns)] == ["team-a", "ops"]
+    (bracket,) = credential_sources(("team-[ab]",))  # fnmatch's set: a pattern too, not a namespace's name
+    assert "/namespaces/" not in bracket[0]
+    assert [ns for ns in ("team-a", "team-b", "team-c") if bracket[1](ns)] == ["team-a", "team-b"]
 
 
 def test_identity_catalog_resolves_and_wakes_on_change_only():

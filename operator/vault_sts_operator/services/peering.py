@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from vault_sts_operator.clients.kube import KubeGateway
+from vault_sts_operator.config import is_namespace_pattern
 from vault_sts_operator.domain.peering import decide, has_own_entry
 from vault_sts_operator.services.watch import Key, ListWatch
 
@@ -39,7 +40,7 @@ class Pausable(Protocol):
 def peering_paths(namespaces: tuple[str, ...]) -> list[tuple[str, str]]:
     """(collection path, namespace) of every peering object a replica takes part in: kopf peers per
     namespace when given exact namespaces, cluster-wide otherwise (the chart refuses patterns with peering)."""
-    exact = [ns for ns in dict.fromkeys(namespaces) if not any(ch in ns for ch in "*?[!,")]
+    exact = [ns for ns in dict.fromkeys(namespaces) if not is_namespace_pattern(ns)]
     if not exact:
         return [("/apis/kopf.dev/v1/clusterkopfpeerings", "")]
     return [(f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings", ns) for ns in exact]

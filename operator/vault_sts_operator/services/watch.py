@@ -24,6 +24,7 @@ from typing import Any
 
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.clients.kube import KubeGateway, ResourceVersionExpired
+from vault_sts_operator.config import is_namespace_pattern
 from vault_sts_operator.domain.errors import IssuingError
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def sources(namespaces: tuple[str, ...], collection: str) -> list[tuple[str, Cal
     every: Callable[[str], bool] = lambda _namespace: True  # noqa: E731
     if not namespaces:
         return [(collection.format(""), every)]
-    if any(ch in pattern for pattern in namespaces for ch in "*?!,"):
+    if any(is_namespace_pattern(ns) for ns in namespaces):
         return [(collection.format(""), namespace_filter(namespaces))]
 
     def only(ns: str) -> Callable[[str], bool]:
