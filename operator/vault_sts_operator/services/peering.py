@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.config import is_namespace_pattern
 from vault_sts_operator.domain.peering import decide, has_own_entry
+from vault_sts_operator.services.tasks import cancel_and_wait
 from vault_sts_operator.services.watch import Key, ListWatch
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,5 @@ class PeeringGate:
         self._tasks.append(loop.create_task(self._follow(), name="peering-gate"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []

@@ -12,7 +12,6 @@ While paused (another replica is active) no pass starts; due keys wait for `resu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -20,6 +19,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from vault_sts_operator.services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,7 @@ class Scheduler(Generic[K]):
     async def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     def pause(self) -> None:

@@ -17,7 +17,6 @@ has expired (410 Gone), list again. Errors back off exponentially up to 30 s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,6 +25,7 @@ from vault_sts_operator.api import constants as c
 from vault_sts_operator.clients.kube import KubeGateway, ResourceVersionExpired
 from vault_sts_operator.config import is_namespace_pattern
 from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +213,4 @@ class Watches:
             self._tasks.append(loop.create_task(watch.run(), name=f"watch {watch.path}"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
