@@ -312,6 +312,9 @@ def _start_apiserver(stack: Stack, pki: Pki) -> None:
             f"--tls-private-key-file={pki.apiserver.key}",
             f"--client-ca-file={pki.ca.cert}",
             "--authorization-mode=Node,RBAC",
+            # On in OpenShift: an ownerReference with blockOwnerDeletion needs `update` on the owner's
+            # finalizers subresource. On for every run, so every end-to-end test proves the chart grants it.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
