@@ -306,3 +306,17 @@ def test_namespaced_rbac_is_refused_in_kube_system(stack, namespaced_release, ve
     scope = ["-n", namespace] if namespace else ["--all-namespaces"]
     result = kubectl(stack, "auth", "can-i", verb, resource, *scope, f"--as={NAMESPACED_SA}", check=False)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stdout, result.stderr)
+
+
+def test_both_scopes_grant_update_on_credential_finalizers_and_nothing_more():
+    """Each Secret's ownerReference sets blockOwnerDeletion: under OwnerReferencesPermissionEnforcement (OpenShift's
+    default; the local stack's apiserver runs with it) the API server then demands update on the owner's finalizers
+    subresource. Granted in the ClusterRole (cluster scope) or in each watched namespace's Role (namespaced)."""
+    wanted = {"apiGroups": ["vaultsts.io"], "resources": ["assumedrolecredentials/finalizers"], "verbs": ["update"]}
+    for sets, kind in (((), "ClusterRole"), (("rbac.scope=namespaced", "watchNamespaces={team-a,team-b}"), "Role")):
+        docs = render(*sets)
+        granting = [(d["kind"], d["metadata"].get("namespace", "")) for d in docs if d["kind"] in ("ClusterRole", "Role")
+                    for r in d["rules"] if any(res.endswith("/finalizers") for res in r["resources"])]
+        rules = [r for d in docs if d["kind"] == kind for r in d["rules"] if r in (wanted,)]
+        expected = [(kind, "")] if kind == "ClusterRole" else [("Role", "team-a"), ("Role", "team-b")]
+        assert sorted(granting) == expected and len(rules) == len(expected), (sets, granting)
