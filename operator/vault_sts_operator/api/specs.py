@@ -18,6 +18,12 @@ from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.errors import InvalidSpecError
 from vault_sts_operator.domain.renewal import renew_before_refusal
 from vault_sts_operator.domain.session_name import qualified_session_name
+from vault_sts_operator.domain.sts_limits import (
+    OVERSIZED_SPEC,
+    credential_problems,
+    oversized_message,
+    target_problems,
+)
 from vault_sts_operator.domain.tenancy import MFA_MODES, TenantPolicy, policy_problems
 
 MfaMode = Literal["session", "direct"]
@@ -378,6 +384,8 @@ def parse_identity(
 
 
 def parse_credential(namespace: str, name: str, spec: Mapping[str, Any]) -> CredentialSpec:
+    if OVERSIZED_SPEC in spec:  # the controller kept a marker, not a spec too large to hold (services/controller.py)
+        raise InvalidSpecError(oversized_message(spec[OVERSIZED_SPEC]))
     identity_ref = _require(spec, "identityRef", "spec")
     mode = str(spec.get("mfa") or "session")
     if mode not in ("session", "direct"):
@@ -398,7 +406,7 @@ def parse_credential(namespace: str, name: str, spec: Mapping[str, Any]) -> Cred
     if refusal:
         raise InvalidSpecError(refusal)
     target = spec.get("target") or {}
-    return CredentialSpec(
+    credential = CredentialSpec(
         namespace=namespace, name=name,
         identity_name=str(_require(identity_ref, "name", "spec.identityRef")),
         role_arn=str(_require(spec, "roleArn", "spec")),
@@ -422,3 +430,20 @@ def parse_credential(namespace: str, name: str, spec: Mapping[str, Any]) -> Cred
             for t in spec.get("rolloutRestartTargets") or ()
         ),
     )
+    _check_sts_limits(namespace, spec, credential)
+    return credential
+
+
+def _check_sts_limits(namespace: str, spec: Mapping[str, Any], credential: CredentialSpec) -> None:
+    """AWS's and Kubernetes' limits (domain/sts_limits.py), as the CRD states them, before anything is read or sent
+    (a credential created before the CRD had them, or with validation off)."""
+    problems = credential_problems(
+        namespace=namespace, role_arn=credential.role_arn, role_session_name=str(spec.get("roleSessionName") or ""),
+        external_id=credential.external_id, policy=credential.policy, policy_arns=credential.policy_arns,
+        tags=credential.tags,
+    ) + target_problems(secret_name=credential.target.secret_name, profile=credential.target.profile,
+                        labels=credential.target.labels, annotations=credential.target.annotations,
+                        restart_targets=len(credential.rollout_restart_targets))
+    if problems:  # the first few: a tenant's 48 bad tags make no readable condition
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise InvalidSpecError("; ".join(problems[:5]) + more)

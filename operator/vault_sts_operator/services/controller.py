@@ -22,6 +22,7 @@ managedFields; the body is parsed again only for a pass) and the count of failed
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import sys
@@ -36,6 +37,7 @@ from vault_sts_operator.api.conditions import find_condition
 from vault_sts_operator.api.timefmt import parse_time
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.domain.sts_limits import MAX_SPEC_BYTES, OVERSIZED_SPEC
 from vault_sts_operator.services.reconciler import (
     CredentialReconciler,
     IdentityResolver,
@@ -46,6 +48,7 @@ from vault_sts_operator.services.scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
+MAX_ROTATE_VALUE = 128  # longer vaultsts.io/rotate values are kept (and recorded on the Secret) as their hash
 
 
 class _Cached:
@@ -72,10 +75,31 @@ def fingerprint(body: Mapping[str, Any]) -> tuple[object, ...]:
     return meta.get("uid"), meta.get("generation"), (meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION)
 
 
-def _compact(body: Mapping[str, Any]) -> dict[str, Any]:
+def bounded_rotate(value: object) -> str | None:
+    """The rotate annotation as the controller keeps it: a long value (a tenant's metadata is bounded by nothing
+    but the object's size) is kept as its hash. A pass only compares it with the one its Secret records."""
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) <= MAX_ROTATE_VALUE:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _encode(compact: Mapping[str, Any]) -> bytes:
+    return json.dumps(compact, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _compact(body: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """What a pass needs of the CR, and its compact JSON: bounded per CR whatever the object's size.
+
+    Of the metadata only the names, uid, generation and the rotate annotation (hashed when long); the spec whole
+    unless its JSON exceeds MAX_SPEC_BYTES (more than the CRD's limits allow: a CR created before them, or with
+    validation off), then a marker that parse_credential refuses as InvalidSpec before anything is read or sent.
+    """
     meta = body.get("metadata") or {}
-    rotate = (meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION)
-    return {
+    rotate = bounded_rotate((meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION))
+    compact: dict[str, Any] = {
         "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
         "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
                      "generation": meta.get("generation"),
@@ -83,6 +107,13 @@ def _compact(body: Mapping[str, Any]) -> dict[str, Any]:
         "spec": dict(body.get("spec") or {}),
         "status": dict(body.get("status") or {}),
     }
+    raw = _encode(compact)
+    if len(raw) > MAX_SPEC_BYTES:
+        size = len(_encode(compact["spec"]))
+        if size > MAX_SPEC_BYTES:
+            compact["spec"] = {OVERSIZED_SPEC: size}
+            raw = _encode(compact)
+    return compact, raw
 
 
 def scheduled_renewal(body: Mapping[str, Any]) -> datetime | None:
@@ -150,7 +181,7 @@ class CredentialController:
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
             self.forget(key)
             return
-        compact = _compact(body)
+        compact, raw = _compact(body)
         identity = str((compact["spec"].get("identityRef") or {}).get("name", ""))
         print_ = fingerprint(compact)
         old = self._objects.get(key)
@@ -159,13 +190,13 @@ class CredentialController:
         # them as on first sight (a wake queued meanwhile must not run once this replica takes over).
         paused = self.scheduler.paused
         if old is not None and old.fingerprint == print_ and not paused:
-            old.raw = json.dumps(compact, separators=(",", ":")).encode()
+            old.raw = raw
             old.identity = identity
             old.expiration = expiration or old.expiration
             return
         renew_at = scheduled_renewal(compact)
         fresh = not compact["status"].get("accessKeyId") and not compact["status"].get("secretName")
-        replacement = _Cached(json.dumps(compact, separators=(",", ":")).encode(), identity, print_, fresh=fresh)
+        replacement = _Cached(raw, identity, print_, fresh=fresh)
         replacement.expiration = expiration
         if old is not None and old.fingerprint[0] == print_[0]:  # same object (uid): its Secret is still known
             replacement.secret = old.secret
@@ -257,7 +288,7 @@ class CredentialController:
         if result.status:  # keep what this pass wrote until the watch brings it
             merged = json.loads(current.raw)
             merged["status"] = {**merged.get("status", {}), **result.status}
-            current.raw = json.dumps(merged, separators=(",", ":")).encode()
+            current.raw = _encode(merged)
         if result.failures:
             self._failures[key] = result.failures
         else:
