@@ -5,19 +5,24 @@ import botocore.exceptions
 import pytest
 
 from vault_sts_operator import metrics
-from vault_sts_operator.api.specs import parse_identity
+from vault_sts_operator.api.specs import ConnectionRules, parse_identity
 from vault_sts_operator.clients.sts import classify
 from vault_sts_operator.domain.credentials import TemporaryCredentials, TotpCode
 from vault_sts_operator.domain.errors import MfaCodeRejectedError, SessionInvalidError, StsError
 from vault_sts_operator.services.mfa_device import InMemoryStepStore, MfaDeviceGuard
 from vault_sts_operator.services.mfa_sessions import MfaSessionCache
 
+ALLOWED_VAULTS = ("https://127.0.0.1:8200", "https://v:8200", "https://v", "http://v:8200", "https://other:8200")
+RULES = ConnectionRules(vault_addresses=ALLOWED_VAULTS)
+
 IDENTITY = parse_identity("ops", "u", {
     "vault": {"address": "https://v", "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}},
     "accessKey": {"kv": {"path": "aws/ops"}},
     "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
     "session": {"durationSeconds": 3600},
-    "allowedNamespaces": ["a"], "allowedRoleArns": ["*"]}, default_vault=None, operator_namespace="x")
+    "allowedNamespaces": ["a"], "allowedRoleArns": ["*"]}, default_vault=None, operator_namespace="x",
+    rules=RULES)
+
 
 
 class FakeClock:
@@ -211,6 +216,7 @@ def client_error(code: str, message: str) -> botocore.exceptions.ClientError:
          False, StsError),
     ],
 )
+
 def test_classify(code, message, reason, transient, kind):
     err = classify(client_error(code, message), "AssumeRole")
     assert isinstance(err, kind)

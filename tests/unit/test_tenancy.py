@@ -4,11 +4,12 @@ fair device queue."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vault_sts_operator.api.specs import parse_credential, parse_identity
+from vault_sts_operator.api.specs import ConnectionRules, parse_credential, parse_identity
 from vault_sts_operator.domain import allowlist
 from vault_sts_operator.domain.consumers import opted_in
 from vault_sts_operator.domain.decisions import IssuedRecord, Trigger, decide
@@ -19,6 +20,9 @@ from vault_sts_operator.domain.tenancy import TenantPolicy, session_parameters, 
 from vault_sts_operator.services.issuer import tenant_parameters
 from vault_sts_operator.services.limiter import FairLock
 
+ALLOWED_VAULTS = ("https://127.0.0.1:8200", "https://v:8200", "https://v", "http://v:8200", "https://other:8200")
+RULES = ConnectionRules(vault_addresses=ALLOWED_VAULTS)
+
 ACCOUNT = "arn:aws:iam::123456789012"
 IDENTITY = {
     "vault": {"address": "https://127.0.0.1:8200/", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}},
@@ -27,6 +31,7 @@ IDENTITY = {
     "allowedNamespaces": ["team-a"],
     "allowedRoleArns": [f"{ACCOUNT}:role/app-*"],
 }
+
 
 
 def params(policy: TenantPolicy, **kw: object):
@@ -53,6 +58,7 @@ def params(policy: TenantPolicy, **kw: object):
         ("team-ab", "team-a", False),
     ],
 )
+
 def test_globs_do_not_cross_slashes(value, pattern, matches):
     assert allowlist.glob_match(value, pattern) is matches
 
@@ -83,8 +89,10 @@ def test_session_names_always_start_with_the_namespace():
 
 
 def test_tenant_tags_need_the_identity_to_list_their_keys():
-    with pytest.raises(NotAllowedError, match=r"'team' is not in sessionTags\.tenantKeys"):
-        params(TenantPolicy(), tenant_tags={"team": "team-b"})
+    with pytest.raises(NotAllowedError, match=r"'team' is not one MFAIdentity 'ops' lets tenants set") as refused:
+        params(TenantPolicy(tenant_tag_keys=("CostCenter", "Secret-Project")), tenant_tags={"team": "team-b"})
+    # the platform's list of keys is not the tenant's to read
+    assert "CostCenter" not in refused.value.message and "Secret-Project" not in refused.value.message
     allowed = params(TenantPolicy(tenant_tag_keys=("CostCenter",)), tenant_tags={"costcenter": "42"})
     # tenant tags never travel alone: the reserved, transitive ones come first
     assert allowed.tags == (("vaultsts:namespace", "team-a"), ("vaultsts:credential", "billing"),
@@ -132,6 +140,66 @@ def test_external_id_comes_from_the_identity():
     assert params(TenantPolicy(allow_tenant_external_id=True), tenant_external_id="t-1").external_id == "t-1"
 
 
+def test_a_tenant_value_is_never_another_namespaces_assigned_external_id():
+    policy = TenantPolicy(external_ids=(("team-a", "acme-team-a"), ("team-b", "acme-team-b")),
+                          allow_tenant_external_id=True)
+    with pytest.raises(NotAllowedError, match="reserves this ExternalId for another tenant"):
+        params(policy, namespace="team-c", tenant_external_id="acme-team-a")
+    assert params(policy, namespace="team-c", tenant_external_id="acme-team-c").external_id == "acme-team-c"
+    assert params(policy, namespace="team-a").external_id == "acme-team-a"
+
+
+@pytest.mark.parametrize(("template", "problem"), [
+    ("acme-${namespace}-${name}", "followed by '-'"),  # team/a-x and team-a/x both gave acme-team-a-x
+    ("acme-${name}.${namespace}", "followed by '.'"),  # names hold dots
+    ("acme-${namespace}${name}", "another placeholder"),
+    ("acme-${tenant}", "unknown placeholder"),
+])
+def test_external_id_templates_must_join_placeholders_unambiguously(template, problem):
+    with pytest.raises(InvalidSpecError, match=re.escape(problem)):
+        parse_identity("ops", "uid", {**IDENTITY, "externalId": {"value": template}}, default_vault=None,
+                       operator_namespace="ops", rules=RULES)
+
+
+@pytest.mark.parametrize("template", ["acme-${namespace}", "acme-${namespace}.${name}", "acme-${namespace}_${name}",
+                                      "acme:${namespace}/${name}", "${name}@${namespace}"])
+def test_unambiguous_external_id_templates_are_accepted(template):
+    ident = parse_identity("ops", "uid", {**IDENTITY, "externalId": {"value": template}}, default_vault=None,
+                           operator_namespace="ops", rules=RULES)
+    assert ident.tenancy.external_id == template
+
+
+@pytest.mark.parametrize(("pattern", "ok"), [
+    ("arn:aws:iam::123456789012:role/${namespace}-*", False),  # namespace team reached team-a-billing
+    ("arn:aws:iam::123456789012:role/${namespace}*", False),
+    ("arn:aws:iam::123456789012:role/${namespace}?x", False),
+    ("arn:aws:iam::123456789012:role/*-${namespace}_app", False),  # team matched role/x-a-team_app... of a-team
+    ("arn:aws:iam::123456789012:role/${name}", False),  # not a role-pattern placeholder
+    ("arn:aws:iam::123456789012:role/${namespace}/*", True),  # an IAM path per namespace
+    ("arn:aws:iam::123456789012:role/${namespace}_*", True),
+    ("arn:aws:iam::123456789012:role/${namespace}.app", True),
+    ("arn:aws:iam::123456789012:role/${namespace}", True),
+    ("arn:aws:iam::123456789012:role/*/${namespace}_app", True),  # a glob in an earlier segment only
+])
+def test_role_patterns_cannot_let_one_namespace_reach_anothers_roles(pattern, ok):
+    spec = {**IDENTITY, "allowedRoleArns": [pattern]}
+    if ok:
+        assert parse_identity("ops", "uid", spec, default_vault=None, operator_namespace="ops",
+                              rules=RULES).allowed_role_arns == (pattern,)
+    else:
+        with pytest.raises(InvalidSpecError, match=r"spec\.allowedRoleArns: "):
+            parse_identity("ops", "uid", spec, default_vault=None, operator_namespace="ops", rules=RULES)
+
+
+def test_accepted_role_patterns_keep_namespaces_apart():
+    """With every accepted form, namespace `team` matches none of namespace `team-a`'s roles."""
+    for pattern, theirs in (("role/${namespace}/*", "role/team-a/app"), ("role/${namespace}_*", "role/team-a_app"),
+                            ("role/${namespace}.app", "role/team-a.app")):
+        assert allowlist.placeholder_problems(pattern) == []
+        assert not allowlist.glob_match(theirs, allowlist.expand_namespace(pattern, "team"))
+        assert allowlist.glob_match(theirs, allowlist.expand_namespace(pattern, "team-a"))
+
+
 def test_identity_limits():
     with pytest.raises(NotAllowedError, match=r"limits\.maxDurationSeconds"):
         params(TenantPolicy(max_duration_seconds=1800), duration_seconds=3600)
@@ -144,24 +212,24 @@ def test_identity_policy_is_parsed_and_checked():
     spec = {**IDENTITY, "sessionTags": {"reserved": True, "tenantKeys": ["team"]}, "sourceIdentity": {"enabled": True},
             "externalId": {"value": "x-${namespace}", "byNamespace": {"b": "bb"}},
             "limits": {"maxDurationSeconds": 1800, "mfaModes": ["session"]}}
-    ident = parse_identity("ops", "uid", spec, default_vault=None, operator_namespace="ops")
+    ident = parse_identity("ops", "uid", spec, default_vault=None, operator_namespace="ops", rules=RULES)
     assert ident.tenancy == TenantPolicy(reserved_tags=True, tenant_tag_keys=("team",), source_identity=True,
                                          external_id="x-${namespace}", external_ids=(("b", "bb"),),
                                          max_duration_seconds=1800, mfa_modes=("session",))
     with pytest.raises(InvalidSpecError, match="is reserved"):
         parse_identity("ops", "uid", {**IDENTITY, "sessionTags": {"tenantKeys": ["VaultSTS:namespace"]}},
-                       default_vault=None, operator_namespace="ops")
+                       default_vault=None, operator_namespace="ops", rules=RULES)
     assumed = {**IDENTITY, "accessKey": {"vaultAWS": {"role": "r", "credentialType": "assumedRole"}},
                "sourceIdentity": {"enabled": True}}
     with pytest.raises(InvalidSpecError, match="cannot send session tags, SourceIdentity or an ExternalId"):
-        parse_identity("ops", "uid", assumed, default_vault=None, operator_namespace="ops")
+        parse_identity("ops", "uid", assumed, default_vault=None, operator_namespace="ops", rules=RULES)
 
 
 @pytest.mark.parametrize("field", [{"policy": '{"Version":"2012-10-17"}'}, {"policyArns": [f"{ACCOUNT}:policy/p"]},
                                    {"tags": {"team": "a"}}, {"externalId": "abc"}])
 def test_vault_assumed_role_refuses_fields_it_would_drop(field):
     spec = {**IDENTITY, "accessKey": {"vaultAWS": {"role": "r", "credentialType": "assumedRole"}}}
-    ident = parse_identity("ops", "uid", spec, default_vault=None, operator_namespace="ops")
+    ident = parse_identity("ops", "uid", spec, default_vault=None, operator_namespace="ops", rules=RULES)
     cred = parse_credential("team-a", "billing", {"identityRef": {"name": "ops"},
                                                   "roleArn": f"{ACCOUNT}:role/app-x", **field})
     with pytest.raises(InvalidSpecError, match=f"spec.{next(iter(field))}.*cannot pass them"):

@@ -130,7 +130,8 @@ def test_sources_per_namespace_cluster_wide_or_filtered():
 
 def test_identity_catalog_resolves_and_wakes_on_change_only():
     woken: list[str] = []
-    catalog = IdentityCatalog(OperatorConfig(), on_change=woken.append)
+    catalog = IdentityCatalog(OperatorConfig(allowed_vault_addresses=("https://127.0.0.1:8200",)),
+                              on_change=woken.append)
     spec = {"vault": {"address": "https://127.0.0.1:8200/", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}},
             "accessKey": {"kv": {"path": "aws/ci"}},
             "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ci", "totp": {"key": "ci"}},

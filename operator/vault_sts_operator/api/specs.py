@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+from vault_sts_operator.domain import destinations
+from vault_sts_operator.domain.allowlist import placeholder_problems
 from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.errors import InvalidSpecError
 from vault_sts_operator.domain.renewal import renew_before_refusal
@@ -67,10 +69,15 @@ class ConnectionRules:
     `secret_namespaces`: where tokenSecretRef, secretIdRef and caSecretRef may point; empty means
     the operator's own namespace only. `allow_insecure_http`: http:// for Vault and STS, a
     development setting (the local stack sets it); off, such an identity is refused before any call.
+    `vault_addresses`: the Vault addresses an identity may name besides the operator's default one
+    (always allowed); `sts_endpoints`: the STS endpoints it may name (patterns, domain/destinations.py).
+    Anything else is refused before a connection is opened.
     """
 
     secret_namespaces: tuple[str, ...] = ()
     allow_insecure_http: bool = False
+    vault_addresses: tuple[str, ...] = ()
+    sts_endpoints: tuple[str, ...] = destinations.AWS_STS_ENDPOINTS
 
     def allowed_secret_namespaces(self, operator_namespace: str) -> tuple[str, ...]:
         return self.secret_namespaces or (operator_namespace,)
@@ -263,10 +270,15 @@ def parse_vault_connection(
         raise InvalidSpecError("spec.vault.address is required (the operator has no default Vault address)")
     check_url_scheme(address, "spec.vault.address" if own_address else "the operator's default Vault address",
                      allow_insecure_http=rules.allow_insecure_http)
-    at_default = default is not None and address == default.address.rstrip("/")
+    at_default = default is not None and destinations.same_destination(address, default.address)
+    if not at_default:
+        _check_destination(address, rules.vault_addresses, "spec.vault.address",
+                           "allowedDestinations.vaultAddresses (--allowed-vault-address)")
     allowed = rules.allowed_secret_namespaces(default_namespace)
     if raw.get("auth"):
         auth = parse_vault_auth(raw["auth"], "spec.vault.auth", default_namespace, allowed)
+        if default is not None and not at_default:
+            _refuse_default_secrets(auth, default.auth)
     elif default is not None and at_default:
         auth = default.auth
     elif default is not None:
@@ -285,6 +297,37 @@ def parse_vault_connection(
         ca_bundle=str(raw.get("caBundle") or (base.ca_bundle if base else "")),
         ca_secret_ref=_secret_ref(ca_ref, "spec.vault.caSecretRef", default_namespace, allowed) if ca_ref else None,
     )
+
+
+def _check_destination(url: str, allowed: tuple[str, ...], where: str, setting: str) -> None:
+    """Refuse a destination the platform did not list. The message names the field, not the list: the
+    identity author learns that the address is not allowed, not which others are."""
+    try:
+        ok = destinations.allowed(url, allowed)
+    except destinations.DestinationError as exc:
+        raise InvalidSpecError(f"{where}: {exc}") from None
+    if not ok:
+        raise InvalidSpecError(
+            f"{where} is not a destination the platform allows: the operator connects only to the addresses its "
+            f"chart lists in {setting}")
+
+
+def _secret_refs(auth: VaultAuth) -> set[tuple[str, str]]:
+    if isinstance(auth, TokenAuth):
+        return {(auth.token_ref.namespace, auth.token_ref.name)}
+    if isinstance(auth, AppRoleAuth):
+        return {(auth.secret_id_ref.namespace, auth.secret_id_ref.name)}
+    return set()
+
+
+def _refuse_default_secrets(auth: VaultAuth, default_auth: VaultAuth) -> None:
+    """The Secret holding the operator's default Vault credentials opens the default Vault: its content is
+    sent nowhere else, or any allowed Vault could replay it there."""
+    shared = _secret_refs(auth) & _secret_refs(default_auth)
+    if shared:
+        raise InvalidSpecError(
+            "spec.vault.auth names the Secret that holds the operator's default Vault credentials; they are "
+            "sent only to the operator's default Vault address")
 
 
 def _bool(raw: Any, where: str) -> bool:
@@ -362,8 +405,19 @@ def parse_identity(
     if not 900 <= duration <= 129600:
         raise InvalidSpecError(f"spec.session.durationSeconds {duration} is outside 900..129600")
     sts = spec.get("sts") or {}
+    region = str(sts.get("region") or "us-east-1")
+    if not destinations.valid_region(region):
+        raise InvalidSpecError(f"spec.sts.region {region[:64]!r} is not an AWS region name (e.g. eu-west-1)")
     if sts.get("endpoint"):
         check_url_scheme(str(sts["endpoint"]), "spec.sts.endpoint", allow_insecure_http=rules.allow_insecure_http)
+    # What the operator will connect to: the named endpoint, else AWS's own for the region.
+    _check_destination(str(sts.get("endpoint") or destinations.public_sts_endpoint(region)), rules.sts_endpoints,
+                       "spec.sts.endpoint" if sts.get("endpoint") else f"AWS's STS endpoint for region {region}",
+                       "allowedDestinations.stsEndpoints (--allowed-sts-endpoint)")
+    role_patterns = tuple(str(a) for a in spec.get("allowedRoleArns") or ())
+    pattern_problems = [p for pattern in role_patterns for p in placeholder_problems(pattern)]
+    if pattern_problems:
+        raise InvalidSpecError("spec.allowedRoleArns: " + "; ".join(pattern_problems))
     selector = (spec.get("allowedNamespaceSelector") or {}).get("matchLabels") or {}
     tenancy = parse_tenant_policy(spec)
     if not needs_mfa and tenancy.sends_identity_fields:
@@ -374,10 +428,10 @@ def parse_identity(
     return IdentitySpec(
         name=name, uid=uid, vault=vault, access_key=access_key, mfa_serial=serial, totp=totp,
         session_duration=duration,
-        sts_region=str(sts.get("region") or "us-east-1"),
+        sts_region=region,
         sts_endpoint=str(sts.get("endpoint") or ""),
         allowed_namespaces=tuple(str(n) for n in spec.get("allowedNamespaces") or ()),
-        allowed_role_arns=tuple(str(a) for a in spec.get("allowedRoleArns") or ()),
+        allowed_role_arns=role_patterns,
         allowed_namespace_labels=tuple(sorted((str(k), str(v)) for k, v in selector.items())),
         tenancy=tenancy,
     )

@@ -172,6 +172,21 @@ class KubeGateway:
             if exc.status != 404:
                 raise KubernetesError(f"patching status of MFAIdentity {name}: {exc}") from None
 
+    async def request_token(self, namespace: str, service_account: str, *, audience: str,
+                            expiration_seconds: int) -> tuple[str, datetime]:
+        """A TokenRequest for `service_account` with one audience: the token and when it expires."""
+        path = f"/api/v1/namespaces/{quote(namespace)}/serviceaccounts/{quote(service_account)}/token"
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": [audience], "expirationSeconds": expiration_seconds}}
+        try:
+            answer = await self.rest.request("POST", path, body)
+        except ApiError as exc:  # the message never holds a token: the request carried none
+            raise KubernetesError(f"requesting a token of ServiceAccount {namespace}/{service_account}: {exc}",
+                                  transient=exc.status >= 500 or exc.status == 429) from None
+        status = answer.get("status") or {}
+        expires = datetime.strptime(str(status["expirationTimestamp"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return str(status["token"]), expires
+
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
         try:
             ns = await self.rest.request("GET", f"/api/v1/namespaces/{quote(namespace)}")

@@ -8,6 +8,7 @@ and reused; building them is serialised (botocore sessions are not thread-safe).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,10 @@ else:
 log = logging.getLogger(__name__)
 
 _INVALID_CODE = "invalid MFA one time pass code"
+# The caller in AWS's messages ("User: arn:aws:iam::123456789012:user/ops is not authorized ..."): every tenant
+# reaches STS as the identity's IAM user, whose ARN is the platform's, not the tenant's to read. Role ARNs (what
+# the tenant asked for) stay.
+_CALLER_ARN = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::\d{12}:(?:user|assumed-role|federated-user)/\S*")
 _BAD_SERIAL = "unable to validate MFA code"
 
 
@@ -53,24 +58,25 @@ def classify(exc: Exception, action: str, *, with_session: bool = False) -> StsE
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
         code, message = str(err.get("Code", "")), str(err.get("Message", ""))[:400]
-        text = f"STS {action}: {code}: {message}"
+        detail = f"STS {action}: {code}: {message}"  # the operator log: the caller's ARN too
+        text = f"STS {action}: {code}: " + _CALLER_ARN.sub("the identity's IAM user", message)
         if code == "AccessDenied" and _INVALID_CODE in message:
-            return MfaCodeRejectedError(text)
+            return MfaCodeRejectedError(text, detail=detail)
         if code == "AccessDenied" and _BAD_SERIAL in message:
-            return StsError(text, reason=reasons.MFA_DEVICE_INVALID, transient=False)
+            return StsError(text, reason=reasons.MFA_DEVICE_INVALID, transient=False, detail=detail)
         if code == "AccessDenied":
-            return StsError(text, reason=reasons.ACCESS_DENIED, transient=False)
+            return StsError(text, reason=reasons.ACCESS_DENIED, transient=False, detail=detail)
         if code in ("ExpiredToken", "InvalidClientTokenId", "SignatureDoesNotMatch"):
             if with_session:
-                return SessionInvalidError(text)
-            return StsError(text, reason=reasons.ACCESS_KEY_INVALID, transient=False)
+                return SessionInvalidError(text, detail=detail)
+            return StsError(text, reason=reasons.ACCESS_KEY_INVALID, transient=False, detail=detail)
         if code == "ValidationError" and "DurationSeconds" in message:
-            return StsError(text, reason=reasons.INVALID_DURATION, transient=False)
+            return StsError(text, reason=reasons.INVALID_DURATION, transient=False, detail=detail)
         if code in ("ValidationError", "MalformedPolicyDocument", "PackedPolicyTooLarge", "RegionDisabledException"):
-            return StsError(text, reason=reasons.INVALID_SPEC, transient=False)
+            return StsError(text, reason=reasons.INVALID_SPEC, transient=False, detail=detail)
         if code in ("Throttling", "ThrottlingException", "RequestLimitExceeded"):
-            return StsError(text, reason=reasons.THROTTLED, code_spent=False)
-        return StsError(text, reason=reasons.STS_UNAVAILABLE)
+            return StsError(text, reason=reasons.THROTTLED, code_spent=False, detail=detail)
+        return StsError(text, reason=reasons.STS_UNAVAILABLE, detail=detail)
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):
         # The request never left: a code carried by it is still unspent.
         return StsError(f"STS {action}: endpoint unreachable ({type(exc).__name__})", code_spent=False)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from vault_sts_operator.domain.allowlist import NAME_PLACEHOLDER, NAMESPACE_PLACEHOLDER, placeholder_problems
 from vault_sts_operator.domain.errors import InvalidSpecError, NotAllowedError
 from vault_sts_operator.domain.session_name import qualified_session_name
 
@@ -28,7 +29,7 @@ MFA_MODES = ("session", "direct")
 SOURCE_IDENTITY_MAX = 64
 _SOURCE_IDENTITY_INVALID = re.compile(r"[^\w+=,.@-]", re.ASCII)
 EXTERNAL_ID_PATTERN = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
-PLACEHOLDERS = ("${namespace}", "${name}")
+PLACEHOLDERS = (NAMESPACE_PLACEHOLDER, NAME_PLACEHOLDER)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class TenantPolicy:
     tenant_tag_keys: tuple[str, ...] = ()  # tag keys a tenant may set (case-insensitive); none by default
     source_identity: bool = False  # send SourceIdentity <namespace>@<name>
     external_id: str = ""  # template; ${namespace} and ${name} are replaced
-    external_ids: tuple[tuple[str, str], ...] = ()  # namespace -> ExternalId, wins over external_id
+    external_ids: tuple[tuple[str, str], ...] = ()  # namespace -> ExternalId (literal), wins over external_id
     allow_tenant_external_id: bool = False  # a tenant's spec.externalId is used where the identity sets none
     max_duration_seconds: int | None = None  # cap on a credential's durationSeconds
     mfa_modes: tuple[str, ...] = MFA_MODES  # mfa modes tenants may ask for
@@ -72,6 +73,13 @@ def policy_problems(policy: TenantPolicy) -> list[str]:
     for mode in policy.mfa_modes:
         if mode not in MFA_MODES:
             problems.append(f"limits.mfaModes: {mode!r} is not session or direct")
+    if policy.external_id:
+        problems += [f"externalId.value: {p}" for p in placeholder_problems(policy.external_id,
+                                                                             placeholders=PLACEHOLDERS, globs=False)]
+    for namespace, value in policy.external_ids:
+        if "${" in value:
+            problems.append(f"externalId.byNamespace[{namespace}]: {value!r} is used as it is: placeholders belong "
+                            "in externalId.value")
     for template in (policy.external_id, *(v for _, v in policy.external_ids)):
         if template and not EXTERNAL_ID_PATTERN.fullmatch(_fill(template, "ns", "name")):
             problems.append(f"externalId: {template!r} does not make a valid ExternalId (2-1224 of [\\w+=,.@:/-])")
@@ -111,10 +119,11 @@ def _tenant_tags(policy: TenantPolicy, identity: str, tags: Iterable[tuple[str, 
             raise InvalidSpecError(f"spec.tags: key {key!r} appears twice (tag keys are case-insensitive)")
         seen.add(lowered)
         if lowered not in allowed:
-            listed = ", ".join(sorted(policy.tenant_tag_keys)) or "none"
+            # The allowed keys are the platform's policy, not the tenant's to enumerate: the message names
+            # only the key that was refused (the MFAIdentity, which platform admins read, lists them).
             raise NotAllowedError(
-                f"spec.tags: key {key!r} is not in sessionTags.tenantKeys of MFAIdentity {identity!r} "
-                f"(allowed: {listed})")
+                f"spec.tags: key {key!r} is not one MFAIdentity {identity!r} lets tenants set "
+                "(ask the platform team)")
         result.append((key, value))
     return result
 
@@ -130,6 +139,10 @@ def _external_id(policy: TenantPolicy, identity: str, namespace: str, name: str,
     if tenant_value and not policy.allow_tenant_external_id:
         raise NotAllowedError(f"spec.externalId: MFAIdentity {identity!r} does not let tenants choose the "
                               "ExternalId (externalId.allowTenantValue is false)")
+    if tenant_value and any(value == tenant_value for ns, value in policy.external_ids if ns != namespace):
+        # The confused deputy again: another namespace's assigned ExternalId, sent by this one.
+        raise NotAllowedError(f"spec.externalId: MFAIdentity {identity!r} reserves this ExternalId for "
+                              "another tenant; leave spec.externalId out or choose another")
     return tenant_value
 
 
