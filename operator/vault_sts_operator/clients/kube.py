@@ -7,6 +7,7 @@ of Secrets is label-selected on the server to the ones this operator wrote (serv
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,7 @@ from urllib.parse import quote
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.api.specs import SecretKeyRef
 from vault_sts_operator.clients.kube_rest import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeRest
-from vault_sts_operator.domain.errors import KubernetesError
+from vault_sts_operator.domain.errors import KubernetesError, SecretRefusedError
 
 WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 
@@ -28,6 +29,38 @@ METADATA_ONE = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,app
 
 class ResourceVersionExpired(KubernetesError):
     """410 Gone: the list's continue token or the watch's resourceVersion is too old; list again."""
+
+
+# The API server's answers to a Secret write that retrying cannot change: a field it validates (400, 422), RBAC or
+# an admission rule or quota (403), a body too large (413). 404 (gone) and 409 (conflict) are handled by the callers.
+SECRET_REFUSED_STATUSES = frozenset({400, 403, 413, 422})
+REDACTED = "<redacted>"
+_WORDS = re.compile(r"[\s\"'=,:{}\[\]]+")
+
+
+def _sent_values(manifest: Mapping[str, Any]) -> list[str]:
+    """Every value of the Secret's data, each word of them that could be a key or token, and their base64 forms
+    (how the API server and admission webhooks see stringData): what an error message must not repeat."""
+    values: set[str] = set()
+    for value in (manifest.get("stringData") or {}).values():
+        values.add(str(value))
+        values.update(w for w in _WORDS.split(str(value)) if len(w) >= 16)
+    values |= {base64.b64encode(v.encode()).decode() for v in values}
+    values.update(str(v) for v in (manifest.get("data") or {}).values())
+    return sorted((v for v in values if v), key=len, reverse=True)
+
+
+def redact_sent_values(text: str, manifest: Mapping[str, Any]) -> str:
+    for value in _sent_values(manifest):
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def _secret_refused(verb: str, manifest: Mapping[str, Any], exc: ApiError) -> SecretRefusedError:
+    meta = manifest["metadata"]
+    said = redact_sent_values(exc.message, manifest)
+    return SecretRefusedError(f"the API server refused to {verb} Secret {meta['namespace']}/{meta['name']}: "
+                              f"HTTP {exc.status} {exc.reason}" + (f": {said}" if said else ""))
 
 
 def _secret_path(namespace: str, name: str = "") -> str:
@@ -56,6 +89,8 @@ class KubeGateway:
         except ApiError as exc:
             if exc.status == 409:
                 return None
+            if exc.status in SECRET_REFUSED_STATUSES:
+                raise _secret_refused("create", manifest, exc) from None
             raise KubernetesError(f"creating Secret {meta['namespace']}/{meta['name']}: {exc}") from None
 
     async def replace_secret(self, manifest: dict[str, Any], resource_version: str) -> dict[str, Any] | None:
@@ -67,6 +102,8 @@ class KubeGateway:
         except ApiError as exc:
             if exc.status in (404, 409):  # gone, or changed since that version
                 return None
+            if exc.status in SECRET_REFUSED_STATUSES:
+                raise _secret_refused("replace", manifest, exc) from None
             raise KubernetesError(f"replacing Secret {meta['namespace']}/{meta['name']}: {exc}") from None
 
     async def delete_secret(self, namespace: str, name: str, uid: str) -> None:

@@ -39,10 +39,27 @@ Login = Callable[[], kopf.ConnectionInfo]
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    """A non-2xx answer. `message` is the API server's Status message (cut to 1 KiB; "" if none): it may
+    quote the request, so callers that sent secret values redact it before showing it (clients/kube.py)."""
+
+    def __init__(self, status: int, reason: str, message: str = "") -> None:
         super().__init__(f"HTTP {status} {reason}")
         self.status = status
         self.reason = reason
+        self.message = message
+
+
+STATUS_MESSAGE_MAX = 1024
+
+
+def status_message(raw: bytes) -> str:
+    """The `message` of a metav1.Status body, or ""."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message)[:STATUS_MESSAGE_MAX] if message else ""
 
 
 def in_cluster_server(environ: Mapping[str, str] = os.environ) -> str | None:
@@ -124,6 +141,13 @@ def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     return context
 
 
+async def _error_message(response: aiohttp.ClientResponse) -> str:
+    try:
+        return status_message(await response.read())
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return ""
+
+
 class KubeRest:
     """One aiohttp session to the API server; create it inside the running event loop."""
 
@@ -183,7 +207,8 @@ class KubeRest:
                                 await self._connect()
                         continue
                     if response.status >= 300:
-                        raise ApiError(response.status, response.reason or "")
+                        message = await _error_message(response) if 400 <= response.status < 500 else ""
+                        raise ApiError(response.status, response.reason or "", message)
                     yield response
                     return
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -49,6 +49,15 @@ class SecretConflictError(IssuingError):
     transient = False
 
 
+class SecretRefusedError(IssuingError):
+    """The API server refused the Secret itself (400, 403, 413, 422): a configuration error (RBAC, an admission
+    rule, a quota, a field it validates), not an outage. Retried after the configuration delay, or at once when
+    the spec changes; credentials already issued for it are kept for that retry (services/reconciler.py)."""
+
+    reason = reasons.SECRET_REFUSED
+    transient = False
+
+
 class VaultError(IssuingError):
     """Vault failed or refused; `reason` tells a missing path or a denied policy apart."""
 

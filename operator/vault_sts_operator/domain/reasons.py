@@ -13,6 +13,8 @@ INVALID_SPEC: Final = "InvalidSpec"
 IDENTITY_NOT_FOUND: Final = "IdentityNotFound"
 NOT_ALLOWED: Final = "NotAllowed"
 SECRET_CONFLICT: Final = "SecretConflict"
+# The API server refused to write the Secret (400, 403, 413, 422: validation, RBAC, admission, quota).
+SECRET_REFUSED: Final = "SecretRefused"
 ACCESS_DENIED: Final = "AccessDenied"
 MFA_DEVICE_INVALID: Final = "MFADeviceInvalid"
 INVALID_DURATION: Final = "InvalidDuration"

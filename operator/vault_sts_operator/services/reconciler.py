@@ -7,6 +7,7 @@ report (condition, Event, metrics). Returns how long to sleep before the next pa
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from vault_sts_operator.api.timefmt import format_time
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.domain import allowlist
 from vault_sts_operator.domain.decisions import Decision, IssuedRecord, Trigger, decide, record_renewal_time
-from vault_sts_operator.domain.errors import IssuingError, NotAllowedError
+from vault_sts_operator.domain.errors import InvalidSpecError, IssuingError, NotAllowedError
+from vault_sts_operator.domain.kept_credentials import KeptCredentials, KeptCredentialStore, Owner
 from vault_sts_operator.domain.renewal import retry_delay
 from vault_sts_operator.outputs.issued_record import read_issued_record
+from vault_sts_operator.outputs.secret_manifest import secret_problems
 from vault_sts_operator.services.issuer import CredentialIssuer, tenant_parameters
 from vault_sts_operator.services.restarts import RolloutRestarter
 from vault_sts_operator.services.secret_writer import SecretWriter
@@ -81,7 +84,10 @@ class CredentialReconciler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rotate_min_interval: timedelta = timedelta(0),
         max_sleep_seconds: float = MAX_SLEEP_SECONDS,
+        kept: KeptCredentialStore | None = None,
     ) -> None:
+        # Credentials issued in a pass whose Secret write failed: the next pass writes them instead of issuing.
+        self._kept = kept if kept is not None else KeptCredentialStore()
         self._rotate_min_interval = rotate_min_interval
         self._max_sleep = max_sleep_seconds
         self._restarter = restarter
@@ -103,8 +109,10 @@ class CredentialReconciler:
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         status = dict(body.get("status") or {})
+        rotate_request = str((meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION, ""))
         try:
             spec = parse_credential(namespace, name, body.get("spec") or {})
+            self._check_secret(spec, rotate_request)
             identity = resolve(spec.identity_name)
             await self._check_allowed(identity, spec)
             # Skipping the read is only for session mode: should a Secret be there after all, the pass has
@@ -122,7 +130,6 @@ class CredentialReconciler:
                 record = read_issued_record(((current or {}).get("metadata") or {}).get("annotations"))
                 if current is not None and record is not None:
                     known = KnownSecret(spec.target.secret_name, str(current["metadata"]["resourceVersion"]), record)
-            rotate_request = str((meta.get("annotations") or {}).get(c.ROTATE_ANNOTATION, ""))
             decision = decide(now=self._clock(), record=record, spec_hash=spec.issuance_hash(),
                               rotate_request=rotate_request, renew_before=spec.renew_before,
                               jitter_key=f"{namespace}/{name}", rotate_min_interval=self._rotate_min_interval)
@@ -152,6 +159,14 @@ class CredentialReconciler:
                         exc.detail, delay)
             return PassResult(delay, failures=failures, status=reported, reason=exc.reason)
 
+    def _check_secret(self, spec: CredentialSpec, rotate_request: str) -> None:
+        """Refuse a credential whose Secret the API server would refuse whatever it holds: before anything is spent
+        (apimachinery's rules, checked locally: no request; admission, quota and RBAC answer at the write)."""
+        problems = secret_problems(spec, rotate_request=rotate_request, now=self._clock())
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise InvalidSpecError(f"the Secret would be refused by the API server: {shown}")
+
     async def _check_allowed(self, identity: IdentitySpec, spec: CredentialSpec) -> None:
         selected = False
         if identity.allowed_namespace_labels:
@@ -178,13 +193,26 @@ class CredentialReconciler:
                      current: dict[str, Any] | None, verified: bool, previous: IssuedRecord | None,
                      decision: Decision, rotate_request: str) -> tuple[IssuedRecord, dict[str, Any], KnownSecret]:
         meta = body["metadata"]
-        creds = await self._issuer.issue(identity, spec)
-        issued_at = self._clock()
+        owner: Owner = (spec.namespace, spec.name, str(meta["uid"]))
+        key = issue_key(identity, spec)
+        kept = self._kept.take(owner, key, now=self._clock())
+        if kept is not None:  # issued by an earlier pass whose write failed: STS is not asked again
+            creds, issued_at = kept.creds, kept.issued_at
+            log.info("%s/%s: writing %s, issued at %s by a pass whose Secret write failed", spec.namespace, spec.name,
+                     creds.access_key_id, format_time(issued_at))
+        else:
+            creds = await self._issuer.issue(identity, spec)
+            issued_at = self._clock()
         record = IssuedRecord(issued_at=issued_at, expiration=creds.expiration, spec_hash=spec.issuance_hash(),
                               rotate_request=rotate_request, access_key_id=creds.access_key_id,
                               assumed_role_arn=creds.assumed_role_arn)
-        secret = await self._writer.write(spec=spec, owner_uid=str(meta["uid"]), creds=creds, record=record,
-                                          current=current, verified=verified)
+        try:
+            secret = await self._writer.write(spec=spec, owner_uid=str(meta["uid"]), creds=creds, record=record,
+                                              current=current, verified=verified)
+        except IssuingError:
+            self._kept.keep(owner, KeptCredentials(key=key, creds=creds, issued_at=issued_at,
+                                                   usable_until=self._renew_at(spec, record)), now=self._clock())
+            raise
         known = KnownSecret(spec.target.secret_name, str(secret["metadata"]["resourceVersion"]), record)
         status = dict(body.get("status") or {})
         old_secret = status.get("secretName")
@@ -265,3 +293,12 @@ class CredentialReconciler:
 
         for target in spec.rollout_restart_targets:
             self._restarter.request((target.kind, spec.namespace, target.name), report, credential=spec.name)
+
+
+def issue_key(identity: IdentitySpec, spec: CredentialSpec) -> str:
+    """What a pass asks STS for this credential (identity, role, duration, mode, scope and what tenancy sends):
+    kept credentials are written only for the same request. The Secret's shape (name, labels, profile) is not
+    part of it: fixing a label refused by an admission rule writes the credentials already issued."""
+    shaped = [identity.name, identity.uid, identity.session_key, repr(tenant_parameters(identity, spec)),
+              spec.role_arn, str(spec.duration_seconds), spec.mfa_mode, spec.policy, repr(spec.policy_arns)]
+    return hashlib.sha256("\x00".join(shaped).encode()).hexdigest()[:32]
