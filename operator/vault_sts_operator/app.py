@@ -25,6 +25,7 @@ from vault_sts_operator.services.controller import CredentialController
 from vault_sts_operator.services.identity_catalog import IdentityCatalog
 from vault_sts_operator.services.issuer import CredentialIssuer
 from vault_sts_operator.services.limiter import BlockingCalls
+from vault_sts_operator.services.metrics_server import MetricsServer, build_metrics_server
 from vault_sts_operator.services.mfa_device import MfaDeviceGuard
 from vault_sts_operator.services.mfa_sessions import KvSessionProvider, MfaSessionCache, VaultAwsSessionProvider
 from vault_sts_operator.services.peering import PeeringGate
@@ -53,6 +54,7 @@ class Services:
     controller: CredentialController
     watches: Watches
     peering: PeeringGate | None  # None: standalone
+    metrics_server: MetricsServer | None = None  # None: --metrics-port=0
 
 
 def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> Services:
@@ -101,4 +103,7 @@ def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> S
                            namespaces=config.namespaces, clock=lambda: datetime.now(UTC))
                if config.peering_name else None)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, verifier=verifier,
-                    controller=controller, watches=watches, peering=peering)
+                    controller=controller, watches=watches, peering=peering,
+                    metrics_server=build_metrics_server(port=config.metrics_port, secure=config.metrics_secure,
+                                                        cert_dir=config.metrics_cert_dir, reviewer=kube)
+                    if config.metrics_port else None)

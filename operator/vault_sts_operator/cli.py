@@ -55,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="longest sleep between two passes of a credential, each of which reads its Secret by name "
                           "(the chart sets 45 with --no-watch-secrets, so a deleted Secret is back within a minute)")
     run.add_argument("--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0: off)")
+    run.add_argument("--metrics-secure", type=_flag, nargs="?", const=True, metavar="BOOL",
+                     default=_flag(os.environ.get("VSO_METRICS_SECURE", "true")),
+                     help="serve /metrics over HTTPS to bearer tokens the API server authenticates (TokenReview) "
+                          "and allows `get /metrics` (SubjectAccessReview), as controller-runtime does (default); "
+                          "--metrics-secure=false: plain HTTP, no authentication, for a port protected otherwise "
+                          "(env VSO_METRICS_SECURE)")
+    run.add_argument("--metrics-cert-dir", default=os.environ.get("VSO_METRICS_CERT_DIR", ""), metavar="DIR",
+                     help="directory holding tls.crt and tls.key for /metrics (e.g. a cert-manager Secret), read "
+                          "again when they change; default: a self-signed certificate made at start "
+                          "(env VSO_METRICS_CERT_DIR)")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' off)")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--verbose", action="store_true",
@@ -77,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
 
     ctl.add_verbs(sub)
     return parser
+
+
+def _flag(value: str) -> bool:
+    """A boolean flag's value as Go's flag package reads it (`--metrics-secure=false`)."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "t", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "f", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {value!r} (true or false)")
 
 
 def _default_vault(args: argparse.Namespace) -> VaultConnection | None:
@@ -113,6 +133,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         vault_sa_token_file=args.vault_sa_token_file,
         namespaces=tuple(args.namespace),
         metrics_port=args.metrics_port,
+        metrics_secure=args.metrics_secure,
+        metrics_cert_dir=args.metrics_cert_dir,
         liveness_endpoint=args.liveness,
         log_format=args.log_format,
         verbose=args.verbose,

@@ -21,6 +21,10 @@ class OperatorConfig:
     vault_sa_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     metrics_port: int = 8000
+    # /metrics over HTTPS, to bearer tokens the API server authenticates and allows `get /metrics`
+    # (services/metrics_server.py); False: plain HTTP and no authentication.
+    metrics_secure: bool = True
+    metrics_cert_dir: str = ""  # tls.crt and tls.key (e.g. a cert-manager Secret); empty: self-signed at start
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     log_format: str = "text"
     verbose: bool = False

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -113,9 +113,4 @@ class CredentialSeries(Collector):
 CREDENTIALS = CredentialSeries()
 REGISTRY.register(CREDENTIALS)
 
-
-def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
-    """Expose /metrics on `port` (0 disables)."""
-    record_build_info()
-    if port:
-        start_http_server(port, registry=registry)
+# Served by services/metrics_server.py (HTTPS and a reviewed bearer token by default).

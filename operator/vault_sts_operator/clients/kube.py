@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -61,6 +62,16 @@ def _secret_refused(verb: str, manifest: Mapping[str, Any], exc: ApiError) -> Se
     said = redact_sent_values(exc.message, manifest)
     return SecretRefusedError(f"the API server refused to {verb} Secret {meta['namespace']}/{meta['name']}: "
                               f"HTTP {exc.status} {exc.reason}" + (f": {said}" if said else ""))
+
+
+@dataclass(frozen=True)
+class ReviewedUser:
+    """Who a bearer token belongs to, as the API server's TokenReview says (the token itself is not kept)."""
+
+    username: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _secret_path(namespace: str, name: str = "") -> str:
@@ -264,3 +275,40 @@ class KubeGateway:
                                     patch, content_type=STRATEGIC_MERGE_PATCH)
         except ApiError as exc:
             raise KubernetesError(f"restarting {kind} {namespace}/{name}: {exc}") from None
+
+    # -- delegated authentication and authorization (the /metrics endpoint) --------------------
+    async def review_token(self, token: str, audiences: Sequence[str] = ()) -> ReviewedUser | None:
+        """TokenReview: the user `token` authenticates as, or None when the API server does not accept it.
+        Needs `create` on tokenreviews.authentication.k8s.io. No error message carries the token."""
+        spec: dict[str, Any] = {"token": token}
+        if audiences:
+            spec["audiences"] = list(audiences)
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+        try:
+            review = await self.rest.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body)
+        except ApiError as exc:
+            raise KubernetesError(f"reviewing a bearer token (TokenReview): {exc}") from None
+        status = review.get("status") or {}
+        user = status.get("user") or {}
+        if status.get("authenticated") is not True or not user.get("username"):
+            return None
+        return ReviewedUser(username=str(user["username"]), uid=str(user.get("uid") or ""),
+                            groups=tuple(str(g) for g in user.get("groups") or ()),
+                            extra={str(k): tuple(str(v) for v in vs) for k, vs in (user.get("extra") or {}).items()})
+
+    async def may_access(self, user: ReviewedUser, *, path: str, verb: str) -> bool:
+        """SubjectAccessReview of a non-resource URL (e.g. get /metrics) for `user`. Needs `create` on
+        subjectaccessreviews.authorization.k8s.io."""
+        spec: dict[str, Any] = {"user": user.username, "groups": list(user.groups),
+                                "nonResourceAttributes": {"path": path, "verb": verb}}
+        if user.uid:
+            spec["uid"] = user.uid
+        if user.extra:
+            spec["extra"] = {k: list(v) for k, v in user.extra.items()}
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+        try:
+            review = await self.rest.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
+        except ApiError as exc:
+            raise KubernetesError(f"reviewing access to {verb} {path} (SubjectAccessReview): {exc}") from None
+        status = review.get("status") or {}
+        return status.get("allowed") is True and status.get("denied") is not True

@@ -70,7 +70,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         services.peering.start()  # pauses the scheduler at once, until the peering object says this is the one
     services.watches.start()
     memo["services"] = services
-    metrics.serve(config.metrics_port)
+    metrics.record_build_info()
+    if services.metrics_server is not None:
+        await services.metrics_server.start()
     log.info("vault-sts-operator started (instance %s, namespaces %s)", config.instance_id,
              ", ".join(config.namespaces) or "all")
 
@@ -85,6 +87,8 @@ def probe_credentials(memo: kopf.Memo, **_: Any) -> int:
 async def shut_down(memo: kopf.Memo, **_: Any) -> None:
     services: Services | None = memo.get("services")
     if services is not None:
+        if services.metrics_server is not None:
+            await services.metrics_server.stop()
         await services.watches.stop()
         if services.peering is not None:
             await services.peering.stop()
