@@ -369,9 +369,9 @@ class Cluster:
             time.sleep(1.0)
         raise RuntimeError(f"namespace {name} still exists after {timeout:.0f}s")
 
-    def apply_identity(self, seeded: SeededIdentity, namespaces: list[str]) -> None:
-        self.custom.create_cluster_custom_object(GROUP, VERSION, MFAID,
-                                                 mfa_identity(self.stack, seeded, allowed_namespaces=namespaces))
+    def apply_identity(self, seeded: SeededIdentity, namespaces: list[str], mfa_modes: list[str] | None = None) -> None:
+        self.custom.create_cluster_custom_object(GROUP, VERSION, MFAID, mfa_identity(
+            self.stack, seeded, allowed_namespaces=namespaces, mfa_modes=mfa_modes))
 
     def wait_identity_ready(self, name: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -602,11 +602,11 @@ class Bench:
     def ns(self, phase: str) -> str:
         return f"bench-{self.run_id}-{phase}"
 
-    def seed(self, suffix: str, totp_period: int = 30) -> SeededIdentity:
+    def seed(self, suffix: str, totp_period: int = 30, mfa_modes: list[str] | None = None) -> SeededIdentity:
         name = f"bench-{self.run_id}-{suffix}"
         seeded = seed_identity(self.stack, name, totp_period=totp_period, roles=[RoleSpec(f"app-{name}")],
                                bound_namespaces=(OPERATOR_NAMESPACE,), bound_service_accounts=(OPERATOR_SA,))
-        self.cluster.apply_identity(seeded, [f"bench-{self.run_id}-*"])
+        self.cluster.apply_identity(seeded, [f"bench-{self.run_id}-*"], mfa_modes)
         self.cluster.wait_identity_ready(name)
         return seeded
 
@@ -756,7 +756,8 @@ class Bench:
         return result
 
     def baseline(self, count: int, period: int) -> dict[str, Any]:
-        identity = self.seed("direct", totp_period=period)
+        # mfa: direct is the identity's explicit choice (limits.mfaModes; the default allows session only)
+        identity = self.seed("direct", totp_period=period, mfa_modes=["session", "direct"])
         namespace = self.ns("direct")
         self.cluster.namespace(namespace)
         before = self.cluster.counts()

@@ -37,6 +37,7 @@ def mfa_identity(
     vault_aws: str = "",  # "", "assumedRole" or "sessionToken"
     session_seconds: int = 43200,
     vault_namespace: str = "",
+    mfa_modes: list[str] | None = None,  # limits.mfaModes; None: the default, [session] (no mfa: direct)
 ) -> dict[str, Any]:
     access_key: dict[str, Any]
     if vault_aws:
@@ -59,6 +60,7 @@ def mfa_identity(
             "sts": {"region": "us-east-1", "endpoint": stack.sts_endpoint},
             "allowedNamespaces": allowed_namespaces,
             "allowedRoleArns": allowed_role_arns if allowed_role_arns is not None else list(seeded.role_arns),
+            **({"limits": {"mfaModes": mfa_modes}} if mfa_modes is not None else {}),
         },
     }
 

@@ -315,7 +315,8 @@ def test_both_scopes_grant_update_on_credential_finalizers_and_nothing_more():
     wanted = {"apiGroups": ["vaultsts.io"], "resources": ["assumedrolecredentials/finalizers"], "verbs": ["update"]}
     for sets, kind in (((), "ClusterRole"), (("rbac.scope=namespaced", "watchNamespaces={team-a,team-b}"), "Role")):
         docs = render(*sets)
-        granting = [(d["kind"], d["metadata"].get("namespace", "")) for d in docs if d["kind"] in ("ClusterRole", "Role")
+        granting = [(d["kind"], d["metadata"].get("namespace", "")) for d in docs
+                    if d["kind"] in ("ClusterRole", "Role")
                     for r in d["rules"] if any(res.endswith("/finalizers") for res in r["resources"])]
         rules = [r for d in docs if d["kind"] == kind for r in d["rules"] if r in (wanted,)]
         expected = [(kind, "")] if kind == "ClusterRole" else [("Role", "team-a"), ("Role", "team-b")]

@@ -99,7 +99,7 @@ def test_many_credentials_in_session_mode_spend_one_code(stack, kube, team, iden
 
 def test_direct_mode_never_reuses_a_code(stack, kube, team, unique, emulator_admin, issued):
     seeded = seed_identity(stack, f"direct-{unique}", totp_period=3, roles=[RoleSpec("app-direct-" + unique)])
-    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team]))
+    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team], mfa_modes=["session", "direct"]))
     names = [f"direct-{i}" for i in range(3)]
     for name in names:
         kube.create_credential(assumed_role_credential(team, name, seeded.name, seeded.role_arns[0], mfa="direct",

@@ -15,7 +15,7 @@ def test_namespace_shards_share_one_identity_without_reusing_a_code(stack, kube,
                                                                    issued):
     ns_a, ns_b = kube.namespace(f"shard-a-{unique}"), kube.namespace(f"shard-b-{unique}")
     seeded = seed_identity(stack, f"shard-{unique}", totp_period=3, roles=[RoleSpec(f"app-shard-{unique}")])
-    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[ns_a, ns_b]))
+    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[ns_a, ns_b], mfa_modes=["session", "direct"]))
     operator.stop()  # the cluster-wide instance steps aside; two namespace shards take over
     shards = [OperatorProcess(stack, name=f"operator-shard-{s}", kubeconfig=operator.kubeconfig,
                               extra_args=["--namespace", ns]) for s, ns in (("a", ns_a), ("b", ns_b))]

@@ -370,7 +370,8 @@ def test_device_queue_is_fair_between_namespaces(kube, tenants, make, unique, em
     10 s period): team-b's is issued within the first three, not seventh as a first-come queue would have it."""
     team_a, team_b = tenants
     # a 10 s period: team-b's pass reaches the device queue a few seconds after it is created (3 to 6 s measured)
-    seeded, meter = make("fair", [team_a, team_b], [f"app-fair-{unique}"], totp_period=10)
+    seeded, meter = make("fair", [team_a, team_b], [f"app-fair-{unique}"], totp_period=10,
+                         limits={"mfaModes": ["session", "direct"]})
     names = [f"a{i}" for i in range(6)]
     for name in names:
         kube.create_credential(assumed_role_credential(team_a, name, seeded.name, seeded.role_arns[0], mfa="direct"))

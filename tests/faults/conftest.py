@@ -84,7 +84,7 @@ def make_identity(stack: StackEnv, kube: Kube, team: str, unique: str, report: F
     """Seed an identity allowing ``team`` and apply its MFAIdentity; its serial joins the report."""
 
     def make(prefix: str, *, totp_period: int = 30, roles: int = 1, session_seconds: int = 43200,
-             namespaces: list[str] | None = None) -> SeededIdentity:
+             namespaces: list[str] | None = None, mfa_modes: list[str] | None = None) -> SeededIdentity:
         name = f"{prefix}-{unique}"
         captured: list[str] = []
 
@@ -100,7 +100,7 @@ def make_identity(stack: StackEnv, kube: Kube, team: str, unique: str, report: F
         seeds[name] = captured[0]
         report.serials.add(seeded.mfa_serial)
         kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=namespaces or [team],
-                                         session_seconds=session_seconds))
+                                         session_seconds=session_seconds, mfa_modes=mfa_modes))
         return seeded
 
     return make

@@ -22,7 +22,7 @@ def last_step(kube, serial: str) -> str | None:
 
 
 def test_sigkill_mid_rotation(stack, kube, team, make_identity, operator, emulator_admin, guard, report):
-    ident = make_identity("kill", totp_period=3)
+    ident = make_identity("kill", totp_period=3, mfa_modes=["session", "direct"])
     # mfa: direct: the AssumeRole call itself carries the TOTP code
     kube.create_credential(assumed_role_credential(team, "app", ident.name, ident.role_arns[0], mfa="direct",
                                                    durationSeconds=3600))

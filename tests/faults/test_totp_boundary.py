@@ -31,7 +31,7 @@ def issue_direct_with_sts_latency(kube, team: str, emulator_admin, ident, names:
 
 def test_codes_near_the_period_boundary_are_never_sent_twice(stack, kube, team, make_identity, operator,
                                                                emulator_admin, report):
-    ident = make_identity("boundary", totp_period=2)
+    ident = make_identity("boundary", totp_period=2, mfa_modes=["session", "direct"])
     names = [f"d{i}" for i in range(6)]
     # 1 s of STS latency: a code fetched late in its period reaches STS in the next one (AWS's tolerance:
     # one step either side), and the next code must come from a later step than any code sent before.
@@ -48,7 +48,7 @@ def test_fifty_periods_no_code_refused_or_reused(stack, kube, team, make_identit
     """HashiCorp Vault's `totp/code` answers carry no generation time (OpenBao's carry `generated`), so there
     the operator infers each code's step from its own clock around the read. 50 codes of one device, one per
     2 s period, each sent with 1 s of STS latency: AWS (the emulator) refuses none and sees none twice."""
-    ident = make_identity("fifty", totp_period=2)
+    ident = make_identity("fifty", totp_period=2, mfa_modes=["session", "direct"])
     names = [f"p{i:02d}" for i in range(50)]
     accepted = issue_direct_with_sts_latency(kube, team, emulator_admin, ident, names, timeout=400)
     steps = [c["step"] for c in accepted]

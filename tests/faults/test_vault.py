@@ -29,7 +29,7 @@ def failed_vault_requests(operator) -> float:
 
 
 def test_vault_down_then_back(stack, kube, team, make_identity, operator, emulator_admin, report, seeds):
-    ident = make_identity("vdown", totp_period=3)
+    ident = make_identity("vdown", totp_period=3, mfa_modes=["session", "direct"])
     secret_key = ident.read_secret_access_key(stack)
     # mfa: direct reads the key and a code from Vault at every issue; rotation every 10-20 s
     kube.create_credential(assumed_role_credential(team, "app", ident.name, ident.role_arns[0], mfa="direct",
@@ -86,7 +86,7 @@ def test_vault_down_then_back(stack, kube, team, make_identity, operator, emulat
 
 
 def test_revoked_vault_token_logs_in_again(stack, kube, team, make_identity, operator, vault, report):
-    ident = make_identity("revoke", totp_period=3)
+    ident = make_identity("revoke", totp_period=3, mfa_modes=["session", "direct"])
     kube.create_credential(assumed_role_credential(team, "app", ident.name, ident.role_arns[0], mfa="direct",
                                                    durationSeconds=900))
     first = kube.wait_ready(team, "app", timeout=60)["status"]["accessKeyId"]

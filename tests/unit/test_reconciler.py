@@ -25,7 +25,8 @@ IDENTITY = parse_identity("ops", "u", {
     "vault": {"address": "https://v", "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}},
     "accessKey": {"kv": {"path": "aws/ops"}},
     "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
-    "allowedNamespaces": ["team"], "allowedRoleArns": ["arn:aws:iam::123456789012:role/*"]},
+    "allowedNamespaces": ["team"], "allowedRoleArns": ["arn:aws:iam::123456789012:role/*"],
+    "limits": {"mfaModes": ["session", "direct"]}},  # direct is the admin's explicit choice
     default_vault=None, operator_namespace="x")
 
 

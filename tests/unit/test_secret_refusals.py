@@ -317,3 +317,45 @@ def test_a_secret_the_api_server_would_refuse_is_refused_before_anything_is_aske
     assert issuer.issued == 0 and api.status["conditions"][-1]["reason"] == "InvalidSpec"
     assert "not valid!" not in api.status["conditions"][-1]["message"]
     assert result.sleep_seconds == 600.0 and [r for _t, r in events.posted] == ["InvalidSpec", "InvalidSpec"]
+
+
+# -- mfa: direct is the admin's explicit choice ----------------------------------------------------------------------
+
+
+def test_an_identity_that_lists_no_mfa_modes_allows_session_only() -> None:
+    from vault_sts_operator.api.specs import ConnectionRules, parse_identity
+    from vault_sts_operator.domain.errors import NotAllowedError
+    from vault_sts_operator.domain.tenancy import TenantPolicy
+    from vault_sts_operator.services.issuer import tenant_parameters
+
+    raw = {"vault": {"address": "https://v", "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}},
+           "accessKey": {"kv": {"path": "aws/ops"}},
+           "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
+           "allowedNamespaces": ["team"], "allowedRoleArns": ["arn:aws:iam::123456789012:role/*"]}
+    rules = ConnectionRules(vault_addresses=("https://v",))
+    assert TenantPolicy().mfa_modes == ("session",)
+    for limits in ({}, {"limits": {}}, {"limits": {"maxDurationSeconds": 3600}}):
+        identity = parse_identity("ops", "u", {**raw, **limits}, default_vault=None, operator_namespace="x",
+                                  rules=rules)
+        assert identity.tenancy.mfa_modes == ("session",), limits
+        direct = parse_credential("team", "app", {"identityRef": {"name": "ops"}, "mfa": "direct",
+                                                  "roleArn": "arn:aws:iam::123456789012:role/app"})
+        with pytest.raises(NotAllowedError, match=r"limits\.mfaModes: session"):
+            tenant_parameters(identity, direct)
+    both = parse_identity("ops", "u", {**raw, "limits": {"mfaModes": ["session", "direct"]}}, default_vault=None,
+                          operator_namespace="x", rules=rules)
+    assert both.tenancy.mfa_modes == ("session", "direct")
+
+
+def test_the_crd_defaults_mfa_modes_to_session() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    for path in (root / "crds/vaultsts.io_mfaidentities.yaml",
+                 root / "charts/vault-sts-operator/files/crds/vaultsts.io_mfaidentities.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        limits = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["limits"]
+        assert limits["default"] == {}  # so that the nested default applies to an identity without limits
+        assert limits["properties"]["mfaModes"]["default"] == ["session"], path

@@ -26,7 +26,7 @@ from vault_sts_operator.domain.sts_limits import (
     oversized_message,
     target_problems,
 )
-from vault_sts_operator.domain.tenancy import MFA_MODES, TenantPolicy, policy_problems
+from vault_sts_operator.domain.tenancy import DEFAULT_MFA_MODES, TenantPolicy, policy_problems
 
 MfaMode = Literal["session", "direct"]
 CredentialType = Literal["sessionToken", "assumedRole"]
@@ -354,7 +354,7 @@ def parse_tenant_policy(spec: Mapping[str, Any]) -> TenantPolicy:
         external_ids=tuple(sorted((str(k), str(v)) for k, v in (external.get("byNamespace") or {}).items())),
         allow_tenant_external_id=_bool(external.get("allowTenantValue"), "spec.externalId.allowTenantValue"),
         max_duration_seconds=int(max_duration) if max_duration is not None else None,
-        mfa_modes=tuple(str(m) for m in modes) if modes is not None else MFA_MODES,
+        mfa_modes=tuple(str(m) for m in modes) if modes is not None else DEFAULT_MFA_MODES,
     )
     problems = policy_problems(policy)
     if problems:

@@ -26,6 +26,9 @@ RESERVED_TAG_KEYS = (NAMESPACE_TAG, CREDENTIAL_TAG)
 AWS_TAG_PREFIX = "aws:"  # AWS reserves it for its own keys
 
 MFA_MODES = ("session", "direct")
+# What an identity allows when it lists no limits.mfaModes: `direct` spends a code of a device every tenant shares
+# at each issue, so it must be the admin's explicit choice.
+DEFAULT_MFA_MODES = ("session",)
 SOURCE_IDENTITY_MAX = 64
 _SOURCE_IDENTITY_INVALID = re.compile(r"[^\w+=,.@-]", re.ASCII)
 EXTERNAL_ID_PATTERN = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
@@ -43,7 +46,7 @@ class TenantPolicy:
     external_ids: tuple[tuple[str, str], ...] = ()  # namespace -> ExternalId (literal), wins over external_id
     allow_tenant_external_id: bool = False  # a tenant's spec.externalId is used where the identity sets none
     max_duration_seconds: int | None = None  # cap on a credential's durationSeconds
-    mfa_modes: tuple[str, ...] = MFA_MODES  # mfa modes tenants may ask for
+    mfa_modes: tuple[str, ...] = DEFAULT_MFA_MODES  # mfa modes tenants may ask for
 
     @property
     def sends_identity_fields(self) -> bool:
