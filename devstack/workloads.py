@@ -110,6 +110,8 @@ def release_values(node: Node, *, peering: str, extra: tuple[str, ...] = ()) -> 
     sets = [f"image.repository={node.repository}", f"image.tag={node.tag}", "image.pullPolicy=Never",
             "replicaCount=2", "peering.enabled=true", f"peering.name={peering}", f"vault.address={node.vault_addr}",
             "crds.enabled=false", "allowInsecureHttp=true",
+            # the STS emulator is the one STS endpoint the platform allows here (no AWS endpoint is reachable)
+            f"allowedDestinations.stsEndpoints[0]={node.sts_endpoint}",
             # the suites rotate back to back (a burst within the restart debounce): users keep the 60 s default
             "extraArgs[0]=--rotate-min-interval=2", *extra]
     args = [arg for value in sets for arg in ("--set", value)]

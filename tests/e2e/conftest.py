@@ -11,6 +11,7 @@ import pytest
 from devstack.env import StackEnv
 from devstack.kubeconfig import kubeconfig_for_service_account
 from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA, TEST_OPERATOR_ARGS, OperatorProcess
+from tests.e2e.helpers import TRAP_VAULT_ADDRESS
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = "vault-sts-operator"
@@ -23,7 +24,8 @@ def operator(stack: StackEnv, chart_release: str) -> Iterator[OperatorProcess]:
     kubeconfig = kubeconfig_for_service_account(stack, OPERATOR_NAMESPACE, OPERATOR_SA,
                                                 stack.stack_dir / "operator-sa.kubeconfig")
     proc = OperatorProcess(stack, kubeconfig=kubeconfig,
-                           extra_args=["--peering", "vault-sts-operator", *TEST_OPERATOR_ARGS])
+                           extra_args=["--peering", "vault-sts-operator", *TEST_OPERATOR_ARGS],
+                           allowed_vault_addresses=[TRAP_VAULT_ADDRESS])
     proc.stop_others()
     proc.start()
     yield proc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,6 +14,19 @@ from kubernetes.client.exceptions import ApiException
 
 from devstack.env import StackEnv
 from devstack.manifests import GROUP, VERSION
+
+
+# A second Vault address the e2e operator is told it may use (--allowed-vault-address), as a platform with two
+# Vaults lists both: tests/e2e/test_operator_privilege.py puts a trap there, to show what an identity naming an
+# allowed address can and cannot make the operator send. Picked once per session; the trap binds it.
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+TRAP_VAULT_PORT = _free_port()
+TRAP_VAULT_ADDRESS = f"http://127.0.0.1:{TRAP_VAULT_PORT}"
 
 ARC = "assumedrolecredentials"
 MFAID = "mfaidentities"

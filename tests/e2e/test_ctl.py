@@ -99,7 +99,8 @@ def test_rotate_of_a_refused_credential_fails_within_the_timeout(stack, kube, te
 def test_check_identity_spends_nothing(stack, kube, team, emulator_admin):
     _, seeded = team
     before = emulator_admin.counters()
-    result = ctl(stack, "check-identity", seeded.name, "--service-account", f"{OPERATOR_NAMESPACE}/{OPERATOR_SA}")
+    result = ctl(stack, "check-identity", seeded.name, "--service-account", f"{OPERATOR_NAMESPACE}/{OPERATOR_SA}",
+                 "--allowed-sts-endpoint", stack.sts_endpoint)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for step in ("Vault login", "long-term key readable", "AWS knows the key", "TOTP code readable",
@@ -120,10 +121,25 @@ def test_check_identity_reports_what_is_wrong(stack, kube, team, unique):
     broken["spec"]["mfa"]["totp"]["key"] = "no-such-key"
     kube.apply_identity(broken)
     result = ctl(stack, "check-identity", f"broken-{unique}", "--service-account",
-                 f"{OPERATOR_NAMESPACE}/{OPERATOR_SA}")
+                 f"{OPERATOR_NAMESPACE}/{OPERATOR_SA}", "--allowed-sts-endpoint", stack.sts_endpoint)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "ok    Vault login" in result.stdout and "FAIL  TOTP code readable" in result.stdout
     assert ctl(stack, "check-identity", f"ghost-{unique}").returncode == 3
+
+
+def test_check_identity_sends_nothing_to_an_unlisted_destination(stack, kube, team, unique):
+    """check-identity applies the operator's allow-list: an identity naming another Vault is refused before the
+    operator's ServiceAccount token is requested or sent anywhere."""
+    _, seeded = team
+    elsewhere = mfa_identity(stack, seeded, name=f"elsewhere-{unique}", allowed_namespaces=[])
+    elsewhere["spec"]["vault"] = {"address": "https://vault.evil.example:8200",
+                                  "auth": {"kubernetes": {"role": "vault-sts-operator"}}}
+    kube.apply_identity(elsewhere)
+    result = ctl(stack, "check-identity", f"elsewhere-{unique}", "--service-account",
+                 f"{OPERATOR_NAMESPACE}/{OPERATOR_SA}", "--allowed-sts-endpoint", stack.sts_endpoint)
+    assert result.returncode != 0, result.stdout
+    assert "spec.vault.address is not a destination the platform allows" in result.stdout + result.stderr
+    assert "Vault login" not in result.stdout
 
 
 def test_mfa_enroll_on_the_emulator_keeps_the_seed_in_vault(stack, emulator_admin, unique, vault):

@@ -7,6 +7,8 @@ GetSessionToken and a direct AssumeRole need one), no Secret, and a clear condit
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import hvac
 import pytest
 
 from devstack.kubeconfig import kubeconfig_for_service_account
@@ -22,16 +25,18 @@ from devstack.manifests import GROUP, VERSION, assumed_role_credential, mfa_iden
 from devstack.operator_run import TEST_OPERATOR_ARGS, OperatorProcess
 from devstack.seed import RoleSpec, SeededIdentity, seed_identity
 from tests.conftest import NAMESPACED_HOME, NAMESPACED_RELEASE_SA, NAMESPACED_WATCHED
-from tests.e2e.helpers import MFAID, wait_for
+from tests.e2e.helpers import MFAID, TRAP_VAULT_ADDRESS, TRAP_VAULT_PORT, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 
 
 class Trap:
-    """Counts every request that reaches it (and whether it carried a credential); answers 403."""
+    """Counts every request that reaches it (and whether it carried a credential); answers 403. Keeps the JWTs
+    of kubernetes-auth logins in memory (never printed), to replay them elsewhere."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[tuple[str, str, bool]] = []
+        self.jwts: list[str] = []
         trap = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +45,8 @@ class Trap:
                 body = self.rfile.read(length) if length else b""
                 carried = bool(self.headers.get("X-Vault-Token") or b"jwt" in body or b"secret_id" in body)
                 trap.requests.append((self.command, self.path, carried))
+                if self.path.endswith("/login") and b"jwt" in body:
+                    trap.jwts.append(str(json.loads(body)["jwt"]))
                 self.send_response(403)
                 self.end_headers()
 
@@ -48,7 +55,7 @@ class Trap:
             def log_message(self, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -63,6 +70,16 @@ class Trap:
 
 @pytest.fixture
 def trap() -> Iterator[Trap]:
+    """A trap at the second Vault address the operator is allowed (TRAP_VAULT_ADDRESS): what an identity author
+    who names an allowed address can make the operator send there."""
+    with Trap(TRAP_VAULT_PORT) as running:
+        assert running.address == TRAP_VAULT_ADDRESS
+        yield running
+
+
+@pytest.fixture
+def unlisted_trap() -> Iterator[Trap]:
+    """A trap at an address the platform did not list."""
     with Trap() as running:
         yield running
 
@@ -129,6 +146,73 @@ def test_identity_author_cannot_borrow_the_operators_credentials_or_rights(
     assert trap.requests == [], trap.requests
     assert codes_spent(emulator_admin, seeded.mfa_serial) == 0
     assert kube.secret(team, "app") is None
+
+
+UNLISTED = {
+    # the identity names a Vault the platform did not list, with its own kubernetes auth: before issue 17 the
+    # operator logged in there with its own ServiceAccount JWT, which the real Vault accepted too
+    "vault-kubernetes-auth": ("vault", {"auth": {"kubernetes": {"role": "vault-sts-operator"}}},
+                              "spec.vault.address is not a destination the platform allows"),
+    "vault-token-auth": ("vault", {"auth": {"tokenSecretRef": {"name": "vault-token", "key": "token"}}},
+                         "spec.vault.address is not a destination the platform allows"),
+    # the identity's STS endpoint receives TOTP codes and SigV4-signed requests
+    "sts-endpoint": ("sts", {}, "spec.sts.endpoint is not a destination the platform allows"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(UNLISTED))
+def test_an_identity_cannot_send_the_operator_to_an_unlisted_destination(
+        stack, kube, team, seeded, unlisted_trap, emulator_admin, unique, attack):
+    """Refused as InvalidSpec before any connection: the unlisted address receives nothing, no code is spent."""
+    where, patch, expected = UNLISTED[attack]
+    manifest = mfa_identity(stack, seeded, name=f"unlisted-{attack}-{unique}"[:60], allowed_namespaces=[team])
+    if where == "vault":
+        manifest["spec"]["vault"] = {"address": unlisted_trap.address, **patch}
+    else:
+        manifest["spec"]["sts"] = {"region": "us-east-1", "endpoint": unlisted_trap.address}
+    kube.apply_identity(manifest)
+    name = manifest["metadata"]["name"]
+    kube.create_credential(assumed_role_credential(team, "app", name, seeded.role_arns[0]))
+
+    cond = kube.wait_reason(team, "app", "InvalidSpec")
+    assert expected in cond["message"], cond["message"]
+    assert unlisted_trap.address not in cond["message"]
+    assert expected in identity_ready(kube, name)["message"]
+    time.sleep(3)  # let any (wrong) request land
+    assert unlisted_trap.requests == [], unlisted_trap.requests
+    assert codes_spent(emulator_admin, seeded.mfa_serial) == 0
+    assert kube.secret(team, "app") is None
+
+
+def _claims(jwt: str) -> dict[str, Any]:
+    payload = jwt.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def test_a_token_one_vault_captured_opens_no_other(stack, kube, operator, team, seeded, trap, unique):
+    """An identity at an allowed second Vault (here a trap that captures what it gets) with kubernetes auth: the
+    operator logs in there with a token whose audience is that Vault's address, short-lived. The real Vault's
+    role requires its own audience, so the captured token is refused there; the operator's own token, with the
+    default Vault's audience, is accepted (the control)."""
+    manifest = mfa_identity(stack, seeded, name=f"captured-{unique}"[:60], allowed_namespaces=[team])
+    manifest["spec"]["vault"] = {"address": trap.address, "auth": {"kubernetes": {"role": seeded.auth_role}}}
+    kube.apply_identity(manifest)
+    wait_for("the trap to receive a kubernetes-auth login", lambda: trap.jwts, timeout=60)
+    captured = trap.jwts[0]
+    claims = _claims(captured)
+    assert claims["aud"] == [TRAP_VAULT_ADDRESS], claims["aud"]
+    assert claims["exp"] - claims["iat"] <= 3600, "the token for another Vault is short-lived"
+    assert claims["sub"] == "system:serviceaccount:vault-sts-operator:vault-sts-operator"
+    real = stack.vault(token="")
+    try:
+        with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)):
+            real.auth.kubernetes.login(role=seeded.auth_role, jwt=captured)
+        own = operator.token_file.read_text().strip()  # what the operator sends to its default Vault
+        assert _claims(own)["aud"] != claims["aud"]
+        assert real.auth.kubernetes.login(role=seeded.auth_role, jwt=own)["auth"]["client_token"]
+    finally:
+        real.adapter.close()
+    kube.custom.delete_cluster_custom_object(GROUP, VERSION, MFAID, manifest["metadata"]["name"])
 
 
 def test_plain_http_default_vault_needs_the_development_setting(stack):

@@ -64,15 +64,15 @@ def test_globs_do_not_cross_slashes(value, pattern, matches):
 
 
 def test_namespace_placeholder_maps_roles_per_namespace():
-    patterns = [f"{ACCOUNT}:role/${{namespace}}-*"]
-    ok = allowlist.refusal(identity="ops", namespace="team-a", role_arn=f"{ACCOUNT}:role/team-a-billing",
+    patterns = [f"{ACCOUNT}:role/${{namespace}}_*"]
+    ok = allowlist.refusal(identity="ops", namespace="team-a", role_arn=f"{ACCOUNT}:role/team-a_billing",
                            allowed_namespaces=["team-*"], allowed_role_arns=patterns)
     assert ok is None
-    other = allowlist.refusal(identity="ops", namespace="team-a", role_arn=f"{ACCOUNT}:role/team-b-billing",
+    other = allowlist.refusal(identity="ops", namespace="team-a", role_arn=f"{ACCOUNT}:role/team-b_billing",
                               allowed_namespaces=["team-*"], allowed_role_arns=patterns)
     assert other is not None and "allowedRoleArns" in other and "team-a" in other
     # the namespace's own prefix cannot reach a longer namespace's roles through a path
-    assert allowlist.refusal(identity="ops", namespace="team-a", role_arn=f"{ACCOUNT}:role/team-a-x/admin",
+    assert allowlist.refusal(identity="ops", namespace="team-a", role_arn=f"{ACCOUNT}:role/team-a_x/admin",
                              allowed_namespaces=["team-*"], allowed_role_arns=patterns) is not None
 
 
@@ -305,3 +305,9 @@ def test_a_cancelled_waiter_leaves_the_lock_usable():
         return lock.locked
 
     assert asyncio.run(run())
+
+
+def test_a_namespace_selector_on_a_label_tenants_may_set_is_warned_about():
+    assert allowlist.selector_warnings([("kubernetes.io/metadata.name", "team-a")]) == []
+    (warning,) = allowlist.selector_warnings([("team", "payments"), ("kubernetes.io/metadata.name", "x")])
+    assert "matches on team" in warning and "kubernetes.io/metadata.name" in warning

@@ -25,6 +25,7 @@ from vault_sts_operator.api.specs import (
     parse_identity,
 )
 from vault_sts_operator.ctl.errors import OK, UNHEALTHY, CtlError, Unreachable
+from vault_sts_operator.domain.destinations import AWS_STS_ENDPOINTS, same_destination, vault_audience
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], exit_help: str) -> None:
@@ -43,6 +44,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], exit_help
                              "the same name (env VSO_ALLOW_INSECURE_HTTP)")
     parser.add_argument("--vault-address", default=os.environ.get("VAULT_ADDR", ""),
                         help="the operator's default Vault address, for identities that name none")
+    parser.add_argument("--allowed-vault-address", action="append", default=[], metavar="URL",
+                        help="a Vault address identities may name besides --vault-address, as the operator's flag "
+                             "(repeatable; chart allowedDestinations.vaultAddresses): any other is refused, and "
+                             "nothing is sent there")
+    parser.add_argument("--allowed-sts-endpoint", action="append", default=[], metavar="URL",
+                        help="an STS endpoint identities may name, as the operator's flag (repeatable; default: "
+                             "AWS's public endpoints)")
     parser.add_argument("--vault-ca-file", default=os.environ.get("VAULT_CACERT", ""),
                         help="PEM CA bundle for Vault (default: the identity's caBundle)")
     parser.set_defaults(handler=run)
@@ -80,7 +88,11 @@ def _vault_session(kube: Any, identity: IdentitySpec, args: argparse.Namespace) 
     strategy: AuthStrategy
     if isinstance(auth, KubernetesAuth):
         namespace, _, sa = args.service_account.partition("/")
-        token = kube.service_account_token(namespace, sa, args.audience or ["vault"])
+        # As the operator does: the default Vault gets the chart's audience, any other allowed Vault its own
+        # address as the audience (clients/vault_factory.py), so the token opens that Vault only.
+        at_default = bool(args.vault_address) and same_destination(identity.vault.address, args.vault_address)
+        audiences = (args.audience or ["vault"]) if at_default else [vault_audience(identity.vault.address)]
+        token = kube.service_account_token(namespace, sa, audiences)
         strategy = KubernetesLogin(role=auth.role, mount=auth.mount, jwt=lambda: token)
     elif isinstance(auth, AppRoleAuth):
         ref = auth.secret_id_ref
@@ -116,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         identity = parse_identity(args.name, str((body.get("metadata") or {}).get("uid")), body.get("spec") or {},
                                   default_vault=default, operator_namespace=namespace,
-                                  rules=ConnectionRules(allow_insecure_http=args.allow_insecure_http))
+                                  rules=ConnectionRules(allow_insecure_http=args.allow_insecure_http,
+                                                        vault_addresses=tuple(args.allowed_vault_address),
+                                                        sts_endpoints=tuple(args.allowed_sts_endpoint)
+                                                        or AWS_STS_ENDPOINTS))
     except IssuingError as exc:
         raise CtlError(f"MFAIdentity {args.name} is not valid: {exc.message}") from None
     print(f"MFAIdentity {args.name}: Vault {identity.vault.address} ({identity.vault.auth.__class__.__name__}), "

@@ -119,3 +119,21 @@ def refusal(
     if not _matches(role_arn, allowed_role_arns, namespace):
         return f"role {role_arn} is not in allowedRoleArns of MFAIdentity {identity!r} for namespace {namespace!r}"
     return None
+
+
+# The one namespace label tenants cannot set: the API server writes it from the name (Kubernetes >= 1.22).
+TRUSTED_NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+
+
+def selector_warnings(labels: Iterable[tuple[str, str]]) -> list[str]:
+    """Warnings for an identity whose allowedNamespaceSelector relies on labels a tenant may be able to set.
+
+    Tools that delegate namespace administration (Capsule tenants, HNC subnamespaces, Rancher projects) often
+    let a tenant label its own namespaces; such a label then admits the tenant to the identity."""
+    others = sorted(key for key, _ in labels if key != TRUSTED_NAMESPACE_LABEL)
+    if not others:
+        return []
+    return [f"allowedNamespaceSelector matches on {', '.join(others)}: anyone who may label a namespace "
+            f"(a Capsule, HNC or Rancher tenant may) can admit it to this identity; prefer "
+            f"{TRUSTED_NAMESPACE_LABEL}, which only the API server sets"]
+

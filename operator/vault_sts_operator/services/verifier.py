@@ -14,6 +14,7 @@ from vault_sts_operator.api.conditions import find_condition, set_condition
 from vault_sts_operator.api.specs import ConnectionRules, KvAccessKey, VaultConnection, parse_identity
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.clients.vault_factory import VaultSessionFactory
+from vault_sts_operator.domain.allowlist import selector_warnings
 from vault_sts_operator.domain.errors import IssuingError
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,13 @@ class IdentityVerifier:
             message = detail = "Vault login works; the access key and the TOTP key are readable"
         conditions = set_condition(status.get("conditions"), type_=reasons.READY, status=ready, reason=reason,
                                    message=detail, generation=generation, now=datetime.now(UTC))
-        await self._kube.patch_identity_status(name, {"conditions": conditions, "observedGeneration": generation})
+        selector = ((spec.get("allowedNamespaceSelector") or {}).get("matchLabels") or {})
+        warnings = selector_warnings((str(k), str(v)) for k, v in selector.items())
+        for warning in warnings:
+            if warning not in (status.get("warnings") or ()):
+                log.warning("MFAIdentity %s: %s", name, warning)
+        await self._kube.patch_identity_status(name, {"conditions": conditions, "observedGeneration": generation,
+                                                      "warnings": warnings or None})  # None: a merge patch removes it
         changed = (previous is None or (previous.get("status") == "True") != ready
                    or status.get("observedGeneration") != generation)
         return Verification(ready=ready, reason=reason, message=message, changed=changed)
