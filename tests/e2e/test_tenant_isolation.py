@@ -114,14 +114,15 @@ def make(stack: Any, kube: Any, unique: str, operator: OperatorProcess, emulator
     """Seed an identity (its own IAM user, device, roles) and apply its MFAIdentity with `extra` spec fields."""
 
     def build(prefix: str, namespaces: list[str], roles: list[str], *, allowed_role_arns: list[str] | None = None,
-              vault_aws: str = "", totp_period: int = 30, **extra: Any) -> tuple[SeededIdentity, Meter]:
+              vault_aws: str = "", totp_period: int = 30, expect_ready: bool = True,
+              **extra: Any) -> tuple[SeededIdentity, Meter]:
         seeded = seed_identity(stack, f"{prefix}-{unique}", roles=[RoleSpec(r) for r in roles],
                                totp_period=totp_period)
         manifest = mfa_identity(stack, seeded, allowed_namespaces=namespaces, vault_aws=vault_aws,
                                 allowed_role_arns=allowed_role_arns)
         manifest["spec"].update(extra)
         kube.apply_identity(manifest)
-        if not vault_aws:
+        if not vault_aws and expect_ready:
             wait_identity_ready(kube, seeded.name)
         return seeded, Meter(emulator_admin, operator, seeded)
 
@@ -146,7 +147,7 @@ def test_tenant_tags_need_a_listed_key(kube, tenants, make, unique):
     kube.create_credential(assumed_role_credential(team_a, "spoof", seeded.name, seeded.role_arns[0],
                                                    tags={"team": "team-b"}))
     cond = refused(kube, meter, team_a, "spoof", "NotAllowed", "session tag {team: team-b} from team-a")
-    assert "'team' is not in sessionTags.tenantKeys" in cond["message"]
+    assert "'team' is not one MFAIdentity" in cond["message"]
 
 
 def test_reserved_tag_keys_are_refused_at_apply(stack, tenants):
@@ -174,6 +175,25 @@ def test_tenant_external_id_is_refused(kube, tenants, make, unique):
     assert "sets the ExternalId" in cond["message"]
 
 
+def test_external_id_templates_and_assigned_values_cannot_be_confused(kube, tenants, make, unique):
+    """Issue 17, item 3: `acme-${namespace}-${name}` gave team/a-x and team-a/x the same ExternalId (InvalidSpec
+    now); with byNamespace and tenant values allowed, a namespace may not send another namespace's assigned one."""
+    team_a, team_b = tenants
+    joined, meter = make("xjoin", [team_a], [f"app-xjoin-{unique}"], expect_ready=False,
+                         externalId={"value": "acme-${namespace}-${name}"})
+    kube.create_credential(assumed_role_credential(team_a, "joined", joined.name, joined.role_arns[0]))
+    cond = refused(kube, meter, team_a, "joined", "InvalidSpec", "ExternalId template acme-${namespace}-${name}")
+    assert "externalId.value" in cond["message"] and "followed by '-'" in cond["message"]
+
+    assigned, meter2 = make("xassign", [team_a, team_b], [f"app-xassign-{unique}"],
+                            externalId={"byNamespace": {team_b: f"acme-{team_b}"}, "allowTenantValue": True})
+    kube.create_credential(assumed_role_credential(team_a, "borrowed", assigned.name, assigned.role_arns[0],
+                                                   externalId=f"acme-{team_b}"))
+    cond = refused(kube, meter2, team_a, "borrowed", "NotAllowed", "team-a sends team-b's assigned ExternalId")
+    assert "reserves this ExternalId for another tenant" in cond["message"]
+    assert team_b not in cond["message"].replace(f"acme-{team_b}", "")
+
+
 def test_slash_does_not_match_a_glob(kube, tenants, make, unique, emulator_admin):
     team_a, _ = tenants
     seeded, meter = make("glob", [team_a], [f"app-{unique}", f"app-legacy-{unique}/PowerUser"],
@@ -185,14 +205,52 @@ def test_slash_does_not_match_a_glob(kube, tenants, make, unique, emulator_admin
 
 def test_namespace_placeholder_maps_each_namespace_to_its_roles(kube, tenants, make):
     team_a, team_b = tenants
-    seeded, meter = make("map", [team_a, team_b], [f"{team_a}-app", f"{team_b}-app"],
-                         allowed_role_arns=["arn:aws:iam::123456789012:role/${namespace}-*"])
-    kube.create_credential(assumed_role_credential(team_a, "theirs", seeded.name, seeded.role_arn(f"{team_b}-app")))
-    refused(kube, meter, team_a, "theirs", "NotAllowed", "team-a asks for team-b's role under role/${namespace}-*")
-    kube.create_credential(assumed_role_credential(team_a, "mine", seeded.name, seeded.role_arn(f"{team_a}-app")))
+    seeded, meter = make("map", [team_a, team_b], [f"{team_a}_app", f"{team_b}_app"],
+                         allowed_role_arns=["arn:aws:iam::123456789012:role/${namespace}_*"])
+    kube.create_credential(assumed_role_credential(team_a, "theirs", seeded.name, seeded.role_arn(f"{team_b}_app")))
+    refused(kube, meter, team_a, "theirs", "NotAllowed", "team-a asks for team-b's role under role/${namespace}_*")
+    kube.create_credential(assumed_role_credential(team_a, "mine", seeded.name, seeded.role_arn(f"{team_a}_app")))
     status = kube.wait_ready(team_a, "mine")["status"]
-    assert status["assumedRoleArn"].endswith(f"assumed-role/{team_a}-app/{team_a}@mine")
-    record("team-a asks for its own role under role/${namespace}-*", "issued", meter.delta())
+    assert status["assumedRoleArn"].endswith(f"assumed-role/{team_a}_app/{team_a}@mine")
+    record("team-a asks for its own role under role/${namespace}_*", "issued", meter.delta())
+
+
+@pytest.fixture
+def prefix_namespaces(kube: Any, unique: str) -> Iterator[tuple[str, str]]:
+    """Two namespaces where one's name is a prefix of the other's: `tc-x` and `tc-x-a`."""
+    namespaces = kube.namespace(f"tc-{unique}"), kube.namespace(f"tc-{unique}-a")
+    yield namespaces
+    for ns in namespaces:
+        for item in kube.custom.list_namespaced_custom_object(GROUP, VERSION, ns, ARC)["items"]:
+            kube.delete_credential(ns, item["metadata"]["name"])
+
+
+def test_a_placeholder_a_namespace_could_continue_is_refused(kube, prefix_namespaces, make):
+    """Issue 17, item 2: with `role/${namespace}-*` and namespaces `team` and `team-a`, `team` reached STS with
+    `role/team-a-app`. Such a pattern is now InvalidSpec: the identity and every credential, nothing spent."""
+    team, team_a = prefix_namespaces
+    seeded, meter = make("prefix", [team, team_a], [f"{team_a}-app"], expect_ready=False,
+                         allowed_role_arns=["arn:aws:iam::123456789012:role/${namespace}-*"])
+    kube.create_credential(assumed_role_credential(team, "theirs", seeded.name, seeded.role_arn(f"{team_a}-app")))
+    cond = refused(kube, meter, team, "theirs", "InvalidSpec",
+                   "namespace team asks for team-a's role under role/${namespace}-* (a namespace could continue it)")
+    assert "${namespace} is followed by '-'" in cond["message"], cond["message"]
+
+
+def test_separated_placeholders_keep_a_prefix_namespace_out(kube, prefix_namespaces, make):
+    """The documented forms (`role/${namespace}/*`, an IAM path; `role/${namespace}_*`): `team` cannot reach
+    `team-a`'s role, `team-a` can."""
+    team, team_a = prefix_namespaces
+    seeded, meter = make("sep", [team, team_a], [f"{team_a}/app", f"{team_a}_app"],
+                         allowed_role_arns=["arn:aws:iam::123456789012:role/${namespace}/*",
+                                            "arn:aws:iam::123456789012:role/${namespace}_*"])
+    for name, role in (("path", f"{team_a}/app"), ("sep", f"{team_a}_app")):
+        kube.create_credential(assumed_role_credential(team, name, seeded.name, seeded.role_arn(role)))
+        attack = f"namespace team asks for role/{role.replace(team_a, 'team-a')}"
+        cond = refused(kube, meter, team, name, "NotAllowed", attack)
+        assert "allowedRoleArns" in cond["message"]
+    kube.create_credential(assumed_role_credential(team_a, "mine", seeded.name, seeded.role_arn(f"{team_a}_app")))
+    kube.wait_ready(team_a, "mine")
 
 
 def test_identity_limits_duration_and_mfa_modes(kube, tenants, make, unique):
@@ -254,12 +312,12 @@ def test_reserved_tags_source_identity_and_external_id_reach_sts(stack, kube, te
                                                                  issued):
     team_a, team_b = tenants
     seeded, meter = make("trust", [team_a, team_b], [],
-                         allowed_role_arns=["arn:aws:iam::123456789012:role/${namespace}-*"],
+                         allowed_role_arns=["arn:aws:iam::123456789012:role/${namespace}_*"],
                          sessionTags={"reserved": True}, sourceIdentity={"enabled": True},
                          externalId={"value": "acme-${namespace}"})
     account = "123456789012"
-    role_a = f"arn:aws:iam::{account}:role/{team_a}-data"
-    role_b = f"arn:aws:iam::{account}:role/{team_b}-data"
+    role_a = f"arn:aws:iam::{account}:role/{team_a}_data"
+    role_b = f"arn:aws:iam::{account}:role/{team_b}_data"
     emulator_admin.create_role(role_a, [], trust_policy=tenant_trust(seeded.user_arn, team_a))
     # team-b's role trusts sessions naming team-a: a confused deputy would let team-b in
     emulator_admin.create_role(role_b, [], trust_policy=tenant_trust(seeded.user_arn, team_a))
