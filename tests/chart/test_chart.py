@@ -87,8 +87,10 @@ def test_rbac_has_no_wildcards_and_lists_secrets_only_for_the_watch():
         rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
         assert rules
         for rule in rules:
-            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
-        listing = [r for r in rules if "secrets" in r["resources"] and {"list", "watch"} & set(r["verbs"])]
+            # (the metrics-reader ClusterRole's rule names a non-resource URL: no resources, no apiGroups)
+            assert "*" not in rule["verbs"] and "*" not in rule.get("resources", [])
+            assert "*" not in rule.get("apiGroups", []) and "*" not in rule.get("nonResourceURLs", [])
+        listing = [r for r in rules if "secrets" in r.get("resources", []) and {"list", "watch"} & set(r["verbs"])]
         # secretRecovery.clusterMode=watch (the default) lists and watches Secrets, and nothing else in that rule
         assert (listing == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}]) == may_list, \
             (sets, listing)
@@ -184,7 +186,7 @@ def test_namespaced_install_peers_in_a_kopf_peering_per_watched_namespace():
                    and b["subjects"] == [{"kind": "ServiceAccount", "name": "vault-sts-operator",
                                           "namespace": OPERATOR_NAMESPACE}] for b in bindings), ns
     cluster_rules = [rule for r in _by_kind(docs, "ClusterRole") for rule in r["rules"]]
-    assert not any("clusterkopfpeerings" in rule["resources"] for rule in cluster_rules)
+    assert not any("clusterkopfpeerings" in rule.get("resources", []) for rule in cluster_rules)
 
 
 def test_namespaced_install_without_peering_creates_no_peering_objects():
@@ -236,12 +238,12 @@ def test_cluster_scope_watches_secrets_unless_told_to_check():
     docs = render()
     args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--no-watch-secrets" not in args
-    rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"] if "secrets" in r["resources"]]
+    rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"] if "secrets" in r.get("resources", [])]
     assert any(set(r["verbs"]) == {"list", "watch"} for r in rules)
     docs = render("secretRecovery.clusterMode=check")
     args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--no-watch-secrets" in args and "--secret-check-interval=45" in args
-    rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"] if "secrets" in r["resources"]]
+    rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"] if "secrets" in r.get("resources", [])]
     assert not any({"list", "watch"} & set(r["verbs"]) for r in rules)
 
 
@@ -317,7 +319,7 @@ def test_both_scopes_grant_update_on_credential_finalizers_and_nothing_more():
         docs = render(*sets)
         granting = [(d["kind"], d["metadata"].get("namespace", "")) for d in docs
                     if d["kind"] in ("ClusterRole", "Role")
-                    for r in d["rules"] if any(res.endswith("/finalizers") for res in r["resources"])]
+                    for r in d["rules"] if any(res.endswith("/finalizers") for res in r.get("resources", []))]
         rules = [r for d in docs if d["kind"] == kind for r in d["rules"] if r in (wanted,)]
         expected = [(kind, "")] if kind == "ClusterRole" else [("Role", "team-a"), ("Role", "team-b")]
         assert sorted(granting) == expected and len(rules) == len(expected), (sets, granting)

@@ -199,7 +199,7 @@ def test_aggregated_roles_give_app_teams_credentials_and_nobody_identities(tmp_p
     assert all(r["resources"] == ["mfaidentities"] and set(r["verbs"]) == {"get", "list", "watch"}
                for r in reader["rules"])
     off = by_kind(render({"rbac": {"aggregateClusterRoles": False}}, tmp_path), "ClusterRole")
-    assert [r["metadata"]["name"] for r in off] == [RELEASE]
+    assert sorted(r["metadata"]["name"] for r in off) == [RELEASE, f"{RELEASE}-metrics-reader"]
 
 
 def test_service_monitor_honours_the_operator_labels(tmp_path):
