@@ -19,6 +19,7 @@ from pathlib import Path
 
 from devstack.env import StackEnv
 from devstack.kubeconfig import VAULT_AUDIENCE, request_token
+from devstack.metrics_scraper import scrape, scraper_token
 
 OPERATOR_NAMESPACE = "vault-sts-operator"
 OPERATOR_SA = "vault-sts-operator"
@@ -69,6 +70,9 @@ class OperatorProcess:
     service_account: str = OPERATOR_SA
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
+    # As the chart's default: /metrics over HTTPS to a bearer token allowed `get /metrics` (metrics_text() sends
+    # the stack's metrics scraper's); False: --metrics-secure=false, plain HTTP without authentication.
+    metrics_secure: bool = True
     python: str = sys.executable  # e.g. devstack.runtime_venv.ensure_runtime_venv() for image-like runs
     # As the chart's default: the operator watches its own Secrets (label-selected), so a Secret deleted by hand
     # is written again at once; False mirrors secretRecovery.clusterMode=check (a by-name read every 45 s).
@@ -105,6 +109,7 @@ class OperatorProcess:
         scope = [] if {"-n", "--namespace"} & set(self.extra_args) else ["--all-namespaces"]
         argv = [self.python, "-m", "vault_sts_operator", "run", *scope,
                 "--metrics-port", str(self.metrics_port),
+                *([] if self.metrics_secure else ["--metrics-secure=false"]),
                 "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
                 "--lease-namespace", self.namespace,
                 "--vault-sa-token-file", str(self.token_file),
@@ -158,9 +163,14 @@ class OperatorProcess:
         self.stop(sig)
         self.start()
 
+    @property
+    def metrics_url(self) -> str:
+        return f"{'https' if self.metrics_secure else 'http'}://127.0.0.1:{self.metrics_port}/metrics"
+
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            return str(resp.read().decode())
+        """A scrape as Prometheus does it: with metrics_secure, over HTTPS with the bearer token of a ServiceAccount
+        allowed `get /metrics` (devstack/metrics_scraper.py)."""
+        return scrape(self.metrics_url, scraper_token(self.stack) if self.metrics_secure else "")
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
