@@ -323,3 +323,28 @@ def test_both_scopes_grant_update_on_credential_finalizers_and_nothing_more():
         rules = [r for d in docs if d["kind"] == kind for r in d["rules"] if r in (wanted,)]
         expected = [(kind, "")] if kind == "ClusterRole" else [("Role", "team-a"), ("Role", "team-b")]
         assert sorted(granting) == expected and len(rules) == len(expected), (sets, granting)
+
+
+def test_allowed_destinations_reach_the_operator_and_default_to_awss_public_sts():
+    from vault_sts_operator.domain.destinations import AWS_STS_ENDPOINTS
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert tuple(values["allowedDestinations"]["stsEndpoints"]) == AWS_STS_ENDPOINTS  # one list, two places
+    docs = render("vault.address=https://vault:8200", "allowedDestinations.vaultAddresses[0]=https://vault-b:8200",
+                  "networkPolicy.enabled=true", "allowedDestinations.stsEndpoints[0]=https://10.1.2.3:8443")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--allowed-vault-address=https://vault-b:8200" in container["args"]
+    assert [a for a in container["args"] if a.startswith("--allowed-sts-endpoint=")] == \
+        ["--allowed-sts-endpoint=https://10.1.2.3:8443"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_SERVICE_ACCOUNT"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.serviceAccountName"
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    assert {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 8443, "protocol": "TCP"}]} \
+        in policy["spec"]["egress"]
+    role = next(d for d in docs if d["kind"] == "Role" and any(
+        "serviceaccounts/token" in r.get("resources", ()) for r in d["rules"]))
+    (token_rule,) = [r for r in role["rules"] if "serviceaccounts/token" in r["resources"]]
+    assert token_rule["verbs"] == ["create"] and token_rule["resourceNames"] == ["vault-sts-operator"]
+    with pytest.raises(subprocess.CalledProcessError):
+        render("allowedDestinations.vaultAddresses[0]=https://user@vault-b:8200")
