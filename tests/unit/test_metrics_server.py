@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import gzip
 import hashlib
 import logging
@@ -29,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter
 from vault_sts_operator.cli import _parser, config_from_args
 from vault_sts_operator.clients.kube import KubeGateway, ReviewedUser
 from vault_sts_operator.clients.kube_rest import KubeRest
+from vault_sts_operator.domain.errors import KubernetesError
 from vault_sts_operator.services import metrics_server as ms
 from vault_sts_operator.services.metrics_server import AccessReviews, Decision, MetricsServer, build_metrics_server
 
@@ -350,3 +352,22 @@ def test_the_switch_refuses_other_words(capsys) -> None:
     with pytest.raises(SystemExit):
         _parser().parse_args(["run", "--metrics-secure=maybe"])
     assert "not a boolean" in capsys.readouterr().err
+
+
+class SlowFailingReviewer(FakeReviewer):
+    async def review_token(self, token: str, audiences: Any = ()) -> ReviewedUser | None:
+        await asyncio.sleep(0.1)
+        raise KubernetesError("reviewing a bearer token (TokenReview): HTTP 0 unreachable (ClientConnectorError)")
+
+
+def test_a_review_that_fails_after_every_scrape_gave_up_is_not_reported_again(caplog) -> None:
+    async def main() -> None:
+        reviews = AccessReviews(SlowFailingReviewer(), timeout=0.02)
+        with pytest.raises(KubernetesError, match="in time"):
+            await reviews.decide(READER)
+        await asyncio.sleep(0.2)  # the shielded review fails with nobody waiting
+        assert not reviews._inflight and not reviews._cache
+
+    asyncio.run(main())
+    gc.collect()
+    assert "never retrieved" not in caplog.text

@@ -108,12 +108,17 @@ class AccessReviews:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._review(key, token))
             self._inflight[key] = task
-            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+            task.add_done_callback(lambda done: self._settled(key, done))
         try:
             # shielded: a scrape that gives up does not cancel the review others wait on
             return await asyncio.wait_for(asyncio.shield(task), self._timeout)
         except TimeoutError:
             raise KubernetesError("the API server did not review the bearer token in time") from None
+
+    def _settled(self, key: str, task: asyncio.Task[Decision]) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure every waiter gave up on is not reported again at exit
 
     async def _review(self, key: str, token: str) -> Decision:
         async with self._slots:
