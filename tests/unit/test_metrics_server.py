@@ -371,3 +371,20 @@ def test_a_review_that_fails_after_every_scrape_gave_up_is_not_reported_again(ca
     asyncio.run(main())
     gc.collect()
     assert "never retrieved" not in caplog.text
+
+
+def test_the_operator_never_loads_cryptography_for_its_certificate() -> None:
+    """A child interpreter makes the certificate: `cryptography` costs about 10 MB resident once imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vault_sts_operator.services.metrics_server import self_signed_context; "
+            "self_signed_context(); print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_certificate_that_cannot_be_made_fails_the_start(monkeypatch) -> None:
+    monkeypatch.setattr(ms.sys, "executable", "/bin/false")
+    with pytest.raises(RuntimeError, match="self-signed certificate"):
+        ms.self_signed_context()

@@ -12,7 +12,7 @@ series name every credential and identity, so any pod that reaches the port must
   access). At most a few reviews run at once, and one per token at a time, however many scrapes wait.
 - The certificate: ``tls.crt`` / ``tls.key`` from a directory (``--metrics-cert-dir``, e.g. cert-manager's
   Secret mounted), read again when the files change; else a self-signed one made at start, as
-  controller-runtime does when it is given none.
+  controller-runtime does when it is given none (by a child process: `cryptography` stays out of the operator).
 - ``--metrics-secure=false``: plain HTTP and no authentication, for clusters that protect the port
   otherwise (a NetworkPolicy, a sidecar proxy).
 
@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime as dt
 import enum
 import hashlib
-import ipaddress
 import logging
-import os
-import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import time
 from collections import OrderedDict
@@ -45,11 +43,12 @@ from prometheus_client.exposition import choose_encoder
 
 from vault_sts_operator.clients.kube import ReviewedUser
 from vault_sts_operator.domain.errors import KubernetesError
+from vault_sts_operator.services.self_signed_cert import CERT_NAME, KEY_NAME
 
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
-CERT_NAME, KEY_NAME = "tls.crt", "tls.key"  # a kubernetes.io/tls Secret's keys (cert-manager writes these)
+# CERT_NAME, KEY_NAME: tls.crt and tls.key, a kubernetes.io/tls Secret's keys (cert-manager writes these)
 
 
 class Reviewer(Protocol):
@@ -153,37 +152,20 @@ def _server_context() -> ssl.SSLContext:
     return context
 
 
-def self_signed_context(hosts: Sequence[str] = (), *, days: int = 365) -> ssl.SSLContext:
-    """A server context with a fresh self-signed certificate (ECDSA P-256) for `hosts`, localhost and the
-    loopback addresses. The key never leaves memory but for a moment in a private temporary directory
-    (Python's ssl loads keys from files only)."""
-    from cryptography import x509  # late: only the secure default without a certificate needs it
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    names = list(dict.fromkeys([*hosts, socket.gethostname(), "localhost"]))
-    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names if n]
-    alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vault-sts-operator-metrics")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(key, hashes.SHA256()))
+def self_signed_context(hosts: Sequence[str] = (), *, timeout: float = 60.0) -> ssl.SSLContext:
+    """A server context with a fresh self-signed certificate (ECDSA P-256, a year) for `hosts`, the host name,
+    localhost and the loopback addresses. A child interpreter makes it (services/self_signed_cert.py), so
+    `cryptography` (about 10 MB resident) never loads into the operator; the key stays on disk only for the
+    moment the context reads it, in a private temporary directory (Python's ssl loads keys from files only)."""
     context = _server_context()
     with tempfile.TemporaryDirectory(prefix="vso-metrics-") as private:  # mode 0700
-        cert_file, key_file = Path(private, CERT_NAME), Path(private, KEY_NAME)
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-        context.load_cert_chain(cert_file, key_file)
+        done = subprocess.run(  # noqa: S603 (this interpreter, this package's module, no shell)
+            [sys.executable, "-m", "vault_sts_operator.services.self_signed_cert", private, *hosts],
+            capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            raise RuntimeError(f"could not make the metrics server's self-signed certificate: {tail}")
+        context.load_cert_chain(Path(private, CERT_NAME), Path(private, KEY_NAME))
     return context
 
 
