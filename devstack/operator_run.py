@@ -77,6 +77,9 @@ class OperatorProcess:
     # As the chart's default: the operator watches its own Secrets (label-selected), so a Secret deleted by hand
     # is written again at once; False mirrors secretRecovery.clusterMode=check (a by-name read every 45 s).
     watch_secrets: bool = True
+    # Vault addresses MFAIdentities may name besides the stack's Vault (the default address); the stack's STS
+    # emulator is the STS endpoint allowed (as a platform lists its own in allowedDestinations).
+    allowed_vault_addresses: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -113,6 +116,9 @@ class OperatorProcess:
                 "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
                 "--lease-namespace", self.namespace,
                 "--vault-sa-token-file", str(self.token_file),
+                "--service-account", self.service_account,
+                "--allowed-sts-endpoint", self.stack.sts_endpoint,
+                *[arg for address in self.allowed_vault_addresses for arg in ("--allowed-vault-address", address)],
                 *([] if self.watch_secrets else ["--no-watch-secrets", "--secret-check-interval", "45"]),
                 *self.extra_args]
         self.starts += 1

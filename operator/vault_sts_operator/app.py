@@ -62,7 +62,10 @@ def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> S
     # One connection per pass in flight (each TLS connection holds a read buffer of about 130 KB).
     rest = KubeRest(default_login(settings), pool_size=config.max_concurrent_passes)
     kube = KubeGateway(rest)
-    vault = VaultSessionFactory(kube, sa_token_file=config.vault_sa_token_file)
+    vault = VaultSessionFactory(
+        kube, sa_token_file=config.vault_sa_token_file,
+        default_address=config.default_vault.address if config.default_vault else "",
+        service_account=(config.lease_namespace, config.service_account) if config.service_account else None)
     devices = MfaDeviceGuard(LeaseStepStore(rest, namespace=config.lease_namespace, holder=config.instance_id))
     sts = StsGateway(max_pool=config.sts_concurrency * 2)
     calls = BlockingCalls(config.sts_concurrency)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from vault_sts_operator import __version__
 from vault_sts_operator.api.specs import KubernetesAuth, SecretKeyRef, TokenAuth, VaultAuth, VaultConnection
 from vault_sts_operator.config import OperatorConfig, is_namespace_pattern
+from vault_sts_operator.domain.destinations import AWS_STS_ENDPOINTS, pattern_problems
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -47,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-insecure-http", action="store_true",
                      default=os.environ.get("VSO_ALLOW_INSECURE_HTTP", "").lower() in ("1", "true", "yes"),
                      help="DEVELOPMENT ONLY: allow http:// Vault and STS addresses (env VSO_ALLOW_INSECURE_HTTP)")
+    run.add_argument("--allowed-vault-address", action="append", default=[], metavar="URL",
+                     help="a Vault address MFAIdentities may name besides --vault-address (repeatable); any other is "
+                          "refused (InvalidSpec) before a connection is opened")
+    run.add_argument("--allowed-sts-endpoint", action="append", default=[], metavar="URL",
+                     help="an STS endpoint MFAIdentities may name (repeatable; '*' stands for one DNS label); default: "
+                          "AWS's public endpoints of every partition")
+    run.add_argument("--service-account", default=os.environ.get("POD_SERVICE_ACCOUNT", ""), metavar="NAME",
+                     help="the operator's own ServiceAccount in --lease-namespace: a Vault other than the default one "
+                          "gets a token of its own audience from a TokenRequest for it (env POD_SERVICE_ACCOUNT)")
     run.add_argument("--watch-secrets", action=argparse.BooleanOptionalAction, default=True,
                      help="watch the operator's own Secrets (label-selected; needs list/watch on Secrets) so one "
                           "deleted by hand is written again at once; with --no-watch-secrets it comes back at the "
@@ -128,8 +138,14 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         # credential scheduler would wait for its entry forever. The chart refuses the same combination.
         raise SystemExit(f"--peering with namespace patterns ({', '.join(patterns)}) is not supported: "
                          "name the namespaces, or run without --peering")
+    problems = pattern_problems([*args.allowed_vault_address, *args.allowed_sts_endpoint])
+    if problems:
+        raise SystemExit("--allowed-vault-address / --allowed-sts-endpoint: " + "; ".join(problems))
     return OperatorConfig(
         default_vault=_default_vault(args),
+        allowed_vault_addresses=tuple(args.allowed_vault_address),
+        allowed_sts_endpoints=tuple(args.allowed_sts_endpoint) or AWS_STS_ENDPOINTS,
+        service_account=args.service_account,
         vault_sa_token_file=args.vault_sa_token_file,
         namespaces=tuple(args.namespace),
         metrics_port=args.metrics_port,

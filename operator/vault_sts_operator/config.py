@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from vault_sts_operator.api.specs import ConnectionRules, VaultConnection
+from vault_sts_operator.domain.destinations import AWS_STS_ENDPOINTS
 
 
 def is_namespace_pattern(namespace: str) -> bool:
@@ -43,6 +44,13 @@ class OperatorConfig:
     # empty: the operator's own namespace (lease_namespace) only.
     secret_ref_namespace: str = ""
     allow_insecure_http: bool = False  # development only: http:// for Vault and STS
+    # The destinations MFAIdentities may name (domain/destinations.py): Vault addresses besides the default
+    # one, and STS endpoint patterns. Anything else is InvalidSpec before a connection is opened.
+    allowed_vault_addresses: tuple[str, ...] = ()
+    allowed_sts_endpoints: tuple[str, ...] = AWS_STS_ENDPOINTS
+    # The operator's own ServiceAccount (chart: the downward API's spec.serviceAccountName), for the
+    # TokenRequests that give each Vault but the default a JWT of its own audience; in lease_namespace.
+    service_account: str = field(default_factory=lambda: os.environ.get("POD_SERVICE_ACCOUNT", ""))
     # Watch the operator's own Secrets (label-selected) to bring back one deleted by hand.
     watch_secrets: bool = True
     # Longest sleep between two passes of a credential (each reads its Secret by name): without the
@@ -52,4 +60,6 @@ class OperatorConfig:
     @property
     def connection_rules(self) -> ConnectionRules:
         return ConnectionRules(secret_namespaces=(self.secret_ref_namespace,) if self.secret_ref_namespace else (),
-                               allow_insecure_http=self.allow_insecure_http)
+                               allow_insecure_http=self.allow_insecure_http,
+                               vault_addresses=self.allowed_vault_addresses,
+                               sts_endpoints=self.allowed_sts_endpoints)

@@ -13,11 +13,15 @@ from typing import Any
 
 import pytest
 
-from vault_sts_operator.api.specs import parse_identity
+from vault_sts_operator.api.specs import ConnectionRules, parse_identity
 from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.errors import StsError
 from vault_sts_operator.services.reconciler import CredentialReconciler
 from vault_sts_operator.services.secret_writer import SecretWriter
+
+ALLOWED_VAULTS = ("https://127.0.0.1:8200", "https://v:8200", "https://v", "http://v:8200", "https://other:8200")
+RULES = ConnectionRules(vault_addresses=ALLOWED_VAULTS)
+
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 UID = "uid-1"
@@ -27,7 +31,8 @@ IDENTITY = parse_identity("ops", "u", {
     "mfa": {"serialNumber": "arn:aws:iam::123456789012:mfa/ops", "totp": {"key": "ops"}},
     "allowedNamespaces": ["team"], "allowedRoleArns": ["arn:aws:iam::123456789012:role/*"],
     "limits": {"mfaModes": ["session", "direct"]}},  # direct is the admin's explicit choice
-    default_vault=None, operator_namespace="x")
+    default_vault=None, operator_namespace="x", rules=RULES)
+
 
 
 class Api:

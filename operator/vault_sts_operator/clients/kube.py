@@ -32,6 +32,16 @@ class ResourceVersionExpired(KubernetesError):
     """410 Gone: the list's continue token or the watch's resourceVersion is too old; list again."""
 
 
+@dataclass(frozen=True)
+class ReviewedUser:
+    """Who a bearer token belongs to, as the API server's TokenReview says (the token itself is not kept)."""
+
+    username: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 # The API server's answers to a Secret write that retrying cannot change: a field it validates (400, 422), RBAC or
 # an admission rule or quota (403), a body too large (413). 404 (gone) and 409 (conflict) are handled by the callers.
 SECRET_REFUSED_STATUSES = frozenset({400, 403, 413, 422})
@@ -62,16 +72,6 @@ def _secret_refused(verb: str, manifest: Mapping[str, Any], exc: ApiError) -> Se
     said = redact_sent_values(exc.message, manifest)
     return SecretRefusedError(f"the API server refused to {verb} Secret {meta['namespace']}/{meta['name']}: "
                               f"HTTP {exc.status} {exc.reason}" + (f": {said}" if said else ""))
-
-
-@dataclass(frozen=True)
-class ReviewedUser:
-    """Who a bearer token belongs to, as the API server's TokenReview says (the token itself is not kept)."""
-
-    username: str
-    uid: str = ""
-    groups: tuple[str, ...] = ()
-    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _secret_path(namespace: str, name: str = "") -> str:
