@@ -7,6 +7,7 @@ The token is kept in memory only, never written to a file or a log."""
 
 from __future__ import annotations
 
+import functools
 import ssl
 import threading
 import time
@@ -69,6 +70,7 @@ def scraper_token(stack: StackEnv) -> str:
         return token
 
 
+@functools.cache
 def insecure_context() -> ssl.SSLContext:
     """TLS without verifying the operator's self-signed certificate (the ServiceMonitor's insecureSkipVerify)."""
     context = ssl.create_default_context()
