@@ -1,42 +1,73 @@
-"""Our own list-and-watch of AssumedRoleCredentials and MFAIdentities, feeding the controller directly.
+"""The operator's list-and-watch of its collections (MFAIdentities, AssumedRoleCredentials, its own Secrets),
+handing every object to the controller as it is, one at a time, and keeping nothing else.
 
-Why not kopf's handlers for these (kopf still watches Secrets, runs the MFAIdentity handlers and peering):
-kopf turns every watch event into a per-object worker task with its own queue, cause detection and a
-handler invocation, and its task scheduler queues new workers without bound. Measured with ten thousand
-credentials (benchmarks/FINDINGS.md): about 2.3 ms of CPU per credential for the two events of an issue,
-and on a restart the whole initial list (every body, ~6 KB parsed) held at once in pending workers, 176 MB
-peak against 150 MB in steady state. The controller only needs "this object now looks like this": a
-plain list + watch hands each object to it synchronously, one at a time, and keeps nothing else.
+`ListWatch` is client-go's reflector (`tools/cache/reflector.go`) in miniature:
 
-The loop is client-go's reflector in miniature: list in pages, hand every item over, forget what the
-list no longer has (deleted while no watch was open), then watch from the list's resourceVersion with
-bookmarks; when the server ends the stream, watch again from the last version seen; when that version
-has expired (410 Gone), list again. Errors back off exponentially up to 30 s.
+- **List**, in pages of `PAGE_SIZE`, handing every item over (`on_event(obj, None)`), then `on_listed(keys)`
+  with every key the list had (what a relist no longer has was deleted while no watch was open). Every list
+  is a consistent read (`resourceVersion=""`), which is what client-go's `relistResourceVersion` falls back
+  to after a 410. Its other answers do not fit paged lists: `"0"` is served from the watch cache, which
+  ignores `limit` (the whole collection in one body: the memory peak the pages avoid), and a paged list at
+  an explicit version is an exact read from etcd, no cheaper and expired (410) by the time a relist needs it.
+- **Watch** from the last synced resourceVersion, with bookmarks, for `min_watch_timeout * (1 + rand)`
+  seconds (client-go's randomised timeout: the watches of many replicas do not all end, and reconnect,
+  together). Each event and each BOOKMARK advances the version; when the server ends the stream, watch
+  again from there at once.
+- **410 Gone** (the answer to the watch request, or an ERROR event with code 410): list again.
+- **Any other failure of the API or the stream** (unreachable, 5xx, a stream cut mid-event, a line that is
+  not JSON, a watch that ends in under a second with no event): logged, backed off as client-go's reflector
+  does (`domain/backoff.py`: 0.8 s doubling to 30 s, jitter 1.0, reset after 2 min without failure), then
+  watched again from the last good version (or, if the list failed, listed again).
+- **Progress**: `on_progress()` at each page listed, each event, each bookmark, and each watch that ran to
+  the server's timeout. The supervisor's stall bound (services/supervisor.py) turns a watch with none into
+  a liveness failure. Failures are not progress: a watch that cannot reach the API server is not watching.
+
+The callbacks' contract: `on_event` and `on_listed` must not raise. An exception from either (a bug in the
+controller) is not swallowed, which would lose that object's event for good: it ends `run()` with the
+exception, so that the supervisor logs it and starts the watch again. A new run lists first, so every
+object is handed over again, the one whose event failed included.
+
+`Watches` makes the operator's watches and gives them to the supervisor (`supervised(progress)`): the identity watch
+first, then (once the identities are listed: a credential's pass resolves its identity from them) the
+credentials' and, unless turned off, the operator's Secrets'.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Mapping
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.clients.kube import KubeGateway, ResourceVersionExpired
 from vault_sts_operator.config import is_namespace_pattern
+from vault_sts_operator.domain.backoff import ExponentialBackoff
 from vault_sts_operator.domain.errors import IssuingError
-from vault_sts_operator.services.tasks import cancel_and_wait
+from vault_sts_operator.domain.namespaces import namespace_matcher
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 OnEvent = Callable[[Mapping[str, Any], str | None], None]  # (object, event type; None for a listed item)
 OnListed = Callable[[set[Key]], None]  # every key the list had
+Factory = Callable[[], Awaitable[None]]
 
 SECRET_SELECTOR = f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY_VALUE}"  # the Secrets this operator writes
 PAGE_SIZE = 500
-WATCH_TIMEOUT_SECONDS = 300  # the server closes each watch after this (kopf's server_timeout, as configured)
-MAX_BACKOFF_SECONDS = 30.0
+MIN_WATCH_TIMEOUT = 300.0  # client-go's minWatchTimeout: each watch asks for a timeout in [5 min, 10 min)
+SHORT_WATCH_SECONDS = 1.0  # a watch that ends sooner with no event is a failure (client-go's "very short watch")
+# Without a failure a watch reports progress at least when its server-side timeout ends it (< 2 x 5 min, plus
+# the 30 s read slack of clients/kube.py), and at every bookmark (the API server sends one about every minute).
+# Twice the longest timeout leaves room for one failed watch and its longest backoff (60 s) on top.
+STALL_AFTER = 2 * 2 * MIN_WATCH_TIMEOUT
+# What the API client raises for a failed call or a stream it could not read: an API error (clients/kube.py
+# turns HTTP and connection errors into KubernetesError), a line that is not JSON (JSONDecodeError is a
+# ValueError) or not an object (dict() of a list or number: TypeError).
+CLIENT_ERRORS: tuple[type[Exception], ...] = (IssuingError, ValueError, TypeError)
 
 
 def key_of(obj: Mapping[str, Any]) -> Key:
@@ -44,28 +75,80 @@ def key_of(obj: Mapping[str, Any]) -> Key:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
+def _nothing() -> None:
+    return None
+
+
+class _Expired(Exception):
+    """The version listed or watched from is gone (410): list again."""
+
+
+class _Failed(Exception):
+    """A list or watch failed (the client's error is its cause): back off, then go on from the last version."""
+
+
 class ListWatch:
     def __init__(self, kube: KubeGateway, path: str, *, on_event: OnEvent, on_listed: OnListed,
-                 label_selector: str = "", metadata_only: bool = False, page_size: int = PAGE_SIZE,
-                 timeout_seconds: int = WATCH_TIMEOUT_SECONDS, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+                 on_progress: Callable[[], None] = _nothing, label_selector: str = "", metadata_only: bool = False,
+                 page_size: int = PAGE_SIZE, min_watch_timeout: float = MIN_WATCH_TIMEOUT,
+                 backoff: ExponentialBackoff | None = None, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic, rand: Callable[[], float] = random.random) -> None:
         self._kube = kube
         self.path = path
+        self.name = f"watch {path}"
         self._selector = label_selector
         self._metadata_only = metadata_only
         self._on_event = on_event
         self._on_listed = on_listed
+        self.on_progress = on_progress  # (Watches.supervised sets it to the supervisor's)
         self._page_size = page_size
-        self._timeout = timeout_seconds
+        self._min_timeout = min_watch_timeout
+        self._backoff = backoff if backoff is not None else ExponentialBackoff()
         self._sleep = sleep
+        self._clock = clock
+        self._rand = rand
+        self.version = ""  # the last synced resourceVersion (of a list, an event or a bookmark)
         self.listed = asyncio.Event()  # set once the first complete list was handed over
-        self.lists = 0  # complete lists so far (the first one, then one per expired version)
+        self.lists = 0  # complete lists so far
+        self.bookmarks = 0
+        self.failures = 0  # lists and watches that failed and were retried
 
-    async def _list(self) -> str:
+    def watch_timeout(self) -> int:
+        """Seconds the next watch asks the server for: client-go's `minWatchTimeout * (1 + rand)`."""
+        return int(self._min_timeout * (1.0 + self._rand()))
+
+    async def run(self) -> None:
+        """List, then watch, for ever. Raises only what `on_event` / `on_listed` raised (see the module)."""
+        must_list = True
+        while True:
+            try:
+                if must_list:
+                    await self._list()
+                    must_list = False
+                await self._watch()
+            except _Expired as exc:
+                must_list = True
+                delay = self._backoff.next_delay(self._clock(), self._rand())
+                log.info("%s: %s; listing again in %.1fs", self.name, exc, delay)
+                await self._sleep(delay)
+            except _Failed as exc:
+                self.failures += 1
+                delay = self._backoff.next_delay(self._clock(), self._rand())
+                then = "listing again" if must_list else f"watching again from resourceVersion {self.version}"
+                log.warning("%s: %s; %s in %.1fs", self.name, exc, then, delay)
+                await self._sleep(delay)
+
+    async def _list(self) -> None:
         seen: set[Key] = set()
         token = ""
         while True:
-            page = await self._kube.list_page(self.path, limit=self._page_size, continue_token=token,
-                                              label_selector=self._selector, metadata_only=self._metadata_only)
+            try:
+                page = await self._kube.list_page(self.path, limit=self._page_size, continue_token=token,
+                                                  label_selector=self._selector, metadata_only=self._metadata_only)
+            except ResourceVersionExpired as exc:  # the continue token expired
+                raise _Expired(f"listing: {exc}") from exc
+            except CLIENT_ERRORS as exc:
+                raise _Failed(f"listing failed ({_describe(exc)})") from exc
             meta = page.get("metadata") or {}
             kind = str(page.get("kind", "")).removesuffix("List")
             for item in page.get("items") or ():
@@ -73,49 +156,68 @@ class ListWatch:
                 item.setdefault("apiVersion", page.get("apiVersion"))
                 seen.add(key_of(item))
                 self._on_event(item, None)
-            del page  # keep one page in memory at a time
+            self.on_progress()
+            version = str(meta.get("resourceVersion") or "")
             token = str(meta.get("continue") or "")
+            del page  # keep one page in memory at a time
             if not token:
                 self._on_listed(seen)
+                self.version = version
                 self.lists += 1
                 self.listed.set()
-                return str(meta.get("resourceVersion") or "")
+                self.on_progress()
+                return
 
-    async def _watch(self, version: str) -> str:
-        """Watch from ``version`` until the server ends the stream; the last version seen."""
-        async for event in self._kube.watch(self.path, version, timeout_seconds=self._timeout,
-                                            label_selector=self._selector, metadata_only=self._metadata_only):
-            obj = event.get("object") or {}
-            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-            kind = event.get("type")
-            if kind in ("ADDED", "MODIFIED", "DELETED"):
-                self._on_event(obj, str(kind))
-        return version
+    async def _watch(self) -> None:
+        """Watch from the last synced version until the server ends the stream."""
+        started, events = self._clock(), 0
+        stream = self._kube.watch(self.path, self.version, timeout_seconds=self.watch_timeout(),
+                                  label_selector=self._selector, metadata_only=self._metadata_only)
+        try:
+            while True:
+                event = await self._next(stream)
+                if event is None:
+                    break
+                events += 1
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._on_event(obj, str(kind))
+                elif kind == "BOOKMARK":
+                    self.bookmarks += 1
+                else:
+                    raise _Failed(f"the watch sent an event of unknown type {kind!r}")
+                if version:
+                    self.version = version
+                self.on_progress()
+        finally:  # also when a callback raised: the response is released now, not when collected
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+        if events == 0 and self._clock() - started < SHORT_WATCH_SECONDS:
+            raise _Failed("the watch ended at once without an event")
+        self.on_progress()  # a watch that ran its course
 
-    async def run(self) -> None:
-        backoff = 1.0
-        version = ""
-        while True:
-            try:
-                if not version:
-                    version = await self._list()
-                version = await self._watch(version)
-                backoff = 1.0
-            except ResourceVersionExpired:
-                log.info("watch of %s: resourceVersion expired; listing again", self.path)
-                version = ""
-            except IssuingError as exc:
-                log.warning("watch of %s failed (%s); retrying in %.0fs", self.path, exc.message, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+    async def _next(self, stream: AsyncIterator[dict[str, Any]]) -> dict[str, Any] | None:
+        """The stream's next event; None when the server ended it."""
+        try:
+            return await anext(stream)
+        except StopAsyncIteration:
+            return None
+        except ResourceVersionExpired as exc:
+            raise _Expired(f"watching from resourceVersion {self.version}: {exc}") from exc
+        except CLIENT_ERRORS as exc:
+            raise _Failed(f"the watch failed ({_describe(exc)})") from exc
+
+
+def _describe(exc: Exception) -> str:
+    return exc.message if isinstance(exc, IssuingError) else f"{type(exc).__name__}: {exc}"
 
 
 def namespace_filter(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """kopf's namespace patterns (globs, ``!`` exclusions, comma lists): the same rule kopf applies to its own
-    watches of this operator (Secrets, MFAIdentity handlers), so both see the same namespaces."""
-    from kopf._cogs.structs.references import NamespaceName, match_namespace  # kopf exports no public name
-
-    return lambda namespace: any(match_namespace(NamespaceName(namespace), pattern) for pattern in patterns)
+    """kopf's namespace patterns (globs, ``!`` exclusions, comma lists; domain/namespaces.py)."""
+    return namespace_matcher(patterns)
 
 
 def sources(namespaces: tuple[str, ...], collection: str) -> list[tuple[str, Callable[[str], bool]]]:
@@ -169,19 +271,20 @@ class SecretDeletions:
 
 
 class Watches:
-    """The identity watch first (a credential's pass resolves its identity from it), then the credentials'
-    and (unless turned off) the operator's Secrets'."""
+    """The operator's watches, for the supervisor: `supervised(progress)` gives each as (name, factory,
+    stall_after), for `Supervisor.add`."""
 
     def __init__(self, kube: KubeGateway, *, on_identity: OnEvent, on_identities_listed: OnListed,
                  on_credential: OnEvent, on_credentials_listed: Callable[[set[Key], Callable[[str], bool]], None],
-                 namespaces: tuple[str, ...], secrets: SecretDeletions | None = None) -> None:
+                 namespaces: tuple[str, ...], secrets: SecretDeletions | None = None,
+                 stall_after: float = STALL_AFTER) -> None:
+        self._stall_after = stall_after
         self.identities = ListWatch(kube, f"/apis/{c.GROUP}/{c.VERSION}/{c.IDENTITY_PLURAL}",
                                     on_event=on_identity, on_listed=on_identities_listed)
         self.credentials = self._scoped(kube, credential_sources(namespaces), on_credential, on_credentials_listed)
         if secrets is not None:
             self.credentials += self._scoped(kube, sources(namespaces, "/api/v1/{}secrets"), secrets.observe,
                                              secrets.listed, label_selector=SECRET_SELECTOR, metadata_only=True)
-        self._tasks: list[asyncio.Task[None]] = []
 
     @staticmethod
     def _scoped(kube: KubeGateway, paths: list[tuple[str, Callable[[str], bool]]], on_event: OnEvent,
@@ -201,16 +304,23 @@ class Watches:
                                      metadata_only=metadata_only))
         return watches
 
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._run(), name="watches"))
+    @property
+    def all(self) -> list[ListWatch]:
+        return [self.identities, *self.credentials]
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self.identities.run(), name="watch-identities"))
-        await self.identities.listed.wait()
-        for watch in self.credentials:
-            self._tasks.append(loop.create_task(watch.run(), name=f"watch {watch.path}"))
+    def supervised(self, progress: Callable[[str], None] = lambda _name: None) -> list[tuple[str, Factory, float]]:
+        """Every watch as (name, factory, stall_after) for `Supervisor.add`; each watch's progress is reported
+        as `progress(name)` (pass `supervisor.progress`). The credentials' and Secrets' watches wait for the
+        identities' first complete list (a credential's pass resolves its identity from it); that wait is
+        once: a restarted identity watch does not hold them back."""
+        for watch in self.all:
+            watch.on_progress = functools.partial(progress, watch.name)
+        return [(self.identities.name, self.identities.run, self._stall_after)] + [
+            (watch.name, self._after_identities(watch), self._stall_after) for watch in self.credentials]
 
-    async def stop(self) -> None:
-        await cancel_and_wait(self._tasks)
+    def _after_identities(self, watch: ListWatch) -> Factory:
+        async def run() -> None:
+            await self.identities.listed.wait()
+            await watch.run()
+
+        return run
