@@ -10,10 +10,9 @@ import time
 import uuid
 from typing import Any
 
-import kopf
-
 from devstack.env import StackEnv
-from vault_sts_operator.clients.kube_rest import KubeRest, default_login
+from vault_sts_operator.clients.kube_config import default_login
+from vault_sts_operator.clients.kube_rest import KubeRest
 from vault_sts_operator.domain.leader import ElectionTiming
 from vault_sts_operator.services.leader import LeaderElector
 
@@ -50,7 +49,7 @@ def test_one_leader_failover_and_handover(stack: StackEnv) -> None:
     name = f"leader-{uuid.uuid4().hex[:8]}"
 
     async def scenario() -> dict[str, float]:
-        rest = KubeRest(default_login(kopf.OperatorSettings()))
+        rest = KubeRest(default_login())
         a_sched, b_sched, c_sched = Recorder(), Recorder(), Recorder()
         a = LeaderElector(rest, a_sched, namespace="default", name=name, identity="a", timing=TIMING)
         b = LeaderElector(rest, b_sched, namespace="default", name=name, identity="b", timing=TIMING)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime
 import http.server
 import json
@@ -13,7 +12,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import kopf
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from vault_sts_operator.api.specs import SecretKeyRef, TokenAuth, VaultConnection
 from vault_sts_operator.clients import vault as vault_client
+from vault_sts_operator.clients.kube_config import ConnectionInfo
 from vault_sts_operator.clients.kube_rest import ssl_context
 from vault_sts_operator.clients.vault import VaultSession, ca_file_for
 from vault_sts_operator.clients.vault_auth import Login
@@ -48,13 +47,12 @@ def test_kube_tls_from_kubeconfig_data_leaves_no_temp_file() -> None:
     cert, key = self_signed()
     before = temp_files("vso-kube-")
     for _ in range(5):  # every (re)connect builds a context
-        info = kopf.ConnectionInfo(server="https://127.0.0.1:1", ca_data=base64.b64encode(cert),
-                                   certificate_data=base64.b64encode(cert), private_key_data=base64.b64encode(key))
+        info = ConnectionInfo(server="https://127.0.0.1:1", ca_data=cert, certificate_data=cert, private_key_data=key)
         context = ssl_context(info)
         assert context is not False and not isinstance(context, bool)
         assert context.get_ca_certs()  # the CA from the kubeconfig, loaded from memory
     assert temp_files("vso-kube-") == before
-    assert ssl_context(kopf.ConnectionInfo(server="https://x", insecure=True)) is False
+    assert ssl_context(ConnectionInfo(server="https://x", insecure=True)) is False
 
 
 def test_one_ca_file_per_bundle() -> None:

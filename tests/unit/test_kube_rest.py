@@ -8,10 +8,10 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import kopf
 import pytest
 from aiohttp import web
 
+from vault_sts_operator.clients.kube_config import ConnectionInfo
 from vault_sts_operator.clients.kube_rest import ApiError, KubeRest
 
 Scenario = Callable[[KubeRest, list[str]], Awaitable[Any]]
@@ -68,7 +68,7 @@ def _run(scenario: Scenario) -> tuple[Any, list[str]]:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         tokens = iter(["t1", "t2", "t3"])
-        rest = KubeRest(lambda: kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}", token=next(tokens)))
+        rest = KubeRest(lambda: ConnectionInfo(server=f"http://127.0.0.1:{port}", token=next(tokens)))
         try:
             return await scenario(rest, seen), seen
         finally:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import kopf
 import pytest
 from aiohttp import web
 from cryptography import x509
@@ -29,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from vault_sts_operator.cli import _parser, config_from_args
 from vault_sts_operator.clients.kube import KubeGateway, ReviewedUser
+from vault_sts_operator.clients.kube_config import ConnectionInfo
 from vault_sts_operator.clients.kube_rest import KubeRest
 from vault_sts_operator.domain.errors import KubernetesError
 from vault_sts_operator.services import metrics_server as ms
@@ -106,7 +106,7 @@ def _run(scenario: Scenario, *, secure: bool = True, cert_dir: str = "",
     async def main() -> Any:
         fake = FakeApi()
         api, api_port = await _serve(fake.app())
-        rest = KubeRest(lambda: kopf.ConnectionInfo(server=f"http://127.0.0.1:{api_port}", token=OPERATOR))
+        rest = KubeRest(lambda: ConnectionInfo(server=f"http://127.0.0.1:{api_port}", token=OPERATOR))
         kube = KubeGateway(rest)
         server = build_metrics_server(port=0, host="127.0.0.1", secure=secure, cert_dir=cert_dir, reviewer=kube,
                                       registry=_registry())

@@ -1,13 +1,12 @@
-"""An async Kubernetes REST client on aiohttp, with kopf's credentials.
+"""An async Kubernetes REST client on aiohttp.
 
-The operator makes a handful of calls beyond kopf's watches (Secrets by name, status
-patches, Events, Leases, rollout restarts). kopf already runs on aiohttp, so this client
-adds no import and no thread hop per call: the official client's generated models cost
-about 20 MB and much CPU in argument validation, and lightkube or kubernetes_asyncio
-would bring a second HTTP stack (httpx) or a second set of generated models (see
-benchmarks/FINDINGS.md, "The Kubernetes client"). Credentials come from kopf's own
-kubeconfig / in-cluster login functions, read again when the API server answers 401
-(projected ServiceAccount tokens rotate).
+The operator makes a handful of calls beyond its watches (Secrets by name, status patches, Events,
+Leases, rollout restarts). This client needs nothing beyond aiohttp and no thread hop per call: the
+official client's generated models cost about 20 MB and much CPU in argument validation, and
+lightkube or kubernetes_asyncio would bring a second HTTP stack (httpx) or a second set of generated
+models (see benchmarks/FINDINGS.md, "The Kubernetes client"). Credentials come from
+clients/kube_config.py (in-cluster ServiceAccount or kubeconfig), read again when the API server
+answers 401 (projected ServiceAccount tokens rotate).
 
 TLS material is loaded into one in-memory SSLContext per login. Python's ssl module loads
 a client certificate and key only from files, so those (kubeconfig `*-data` fields) are
@@ -17,25 +16,23 @@ written to private temporary files that are removed as soon as the context has r
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import dataclasses
 import json
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import aiohttp
-import kopf
+
+from vault_sts_operator.clients import kube_config
+from vault_sts_operator.clients.kube_config import ConnectionInfo, Login
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-
-Login = Callable[[], kopf.ConnectionInfo]
 
 
 class ApiError(Exception):
@@ -62,48 +59,16 @@ def status_message(raw: bytes) -> str:
     return str(message)[:STATUS_MESSAGE_MAX] if message else ""
 
 
-def in_cluster_server(environ: Mapping[str, str] = os.environ) -> str | None:
-    """The API server as client-go's InClusterConfig finds it: KUBERNETES_SERVICE_HOST and _PORT, which the
-    kubelet sets in every container. kopf's own in-cluster login names ``https://kubernetes.default.svc``,
-    which resolves only through cluster DNS with the pod's search domains."""
-    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
-    if not host or not port:
-        return None
-    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+def default_login(settings: object | None = None) -> Login:
+    """Compatibility for callers of the kopf era: ``kube_config.default_login()``, ``settings`` ignored."""
+    del settings
+    return kube_config.default_login()
 
 
-def with_service_host(info: kopf.ConnectionInfo, environ: Mapping[str, str] = os.environ) -> kopf.ConnectionInfo:
-    server = in_cluster_server(environ)
-    return dataclasses.replace(info, server=server) if server else info
-
-
-def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
-    """In a pod: the ServiceAccount, at the address the kubelet gives; elsewhere: KUBECONFIG or ~/.kube/config."""
-    info = kopf.login_with_service_account(settings=settings)
-    if info is not None:
-        return with_service_host(info)
-    return kopf.login_with_kubeconfig(settings=settings)
-
-
-def default_login(settings: kopf.OperatorSettings) -> Login:
-    """``login`` as the callable KubeRest calls again when the API server answers 401."""
-
-    def relogin() -> kopf.ConnectionInfo:
-        info = login(settings)
-        if info is None:
-            raise kopf.LoginError("no in-cluster ServiceAccount and no kubeconfig found")
-        return info
-
-    return relogin
-
-
-def _pem(data: str | bytes) -> bytes:
-    raw = data.encode() if isinstance(data, str) else data
-    try:  # kubeconfig *-data fields are base64 of PEM
-        decoded = base64.b64decode(raw, validate=True)
-        return decoded if b"-----BEGIN" in decoded else raw
-    except ValueError:
-        return raw
+def login(settings: object | None = None) -> ConnectionInfo:
+    """Compatibility for callers of the kopf era: ``kube_config.login()``, ``settings`` ignored."""
+    del settings
+    return kube_config.login()
 
 
 @contextlib.contextmanager
@@ -119,22 +84,22 @@ def _transient_file(data: bytes, suffix: str) -> Iterator[str]:
             os.unlink(path)
 
 
-def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    """The TLS settings of a kopf login; False when the kubeconfig says insecure-skip-tls-verify."""
+def ssl_context(info: ConnectionInfo) -> ssl.SSLContext | bool:
+    """The TLS settings of a login; False when the kubeconfig says insecure-skip-tls-verify."""
     if info.insecure:
         return False
     if info.ca_path:
         context = ssl.create_default_context(cafile=os.fsdecode(info.ca_path))
     elif info.ca_data:
-        context = ssl.create_default_context(cadata=_pem(info.ca_data).decode())
+        context = ssl.create_default_context(cadata=info.ca_data.decode())
     else:
         context = ssl.create_default_context()
     with contextlib.ExitStack() as files:
         cert = os.fsdecode(info.certificate_path) if info.certificate_path else (
-            files.enter_context(_transient_file(_pem(info.certificate_data), ".crt"))
+            files.enter_context(_transient_file(info.certificate_data, ".crt"))
             if info.certificate_data else None)
         key = os.fsdecode(info.private_key_path) if info.private_key_path else (
-            files.enter_context(_transient_file(_pem(info.private_key_data), ".key"))
+            files.enter_context(_transient_file(info.private_key_data, ".key"))
             if info.private_key_data else None)
         if cert and key:
             context.load_cert_chain(cert, key)
@@ -157,19 +122,22 @@ class KubeRest:
         self._pool_size = pool_size
         self._lock = asyncio.Lock()
         self._server = ""
+        self._server_hostname: str | None = None  # the kubeconfig's tls-server-name
         self._session: aiohttp.ClientSession | None = None
         self._generation = 0
 
     async def _connect(self) -> None:
         info = self._login()
         headers = {"User-Agent": "vault-sts-operator", "Accept": JSON}
-        if info.token:
-            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-        # Environment proxies / CA bundles are ignored, as kopf does (ConnectionInfo.trust_env=False).
+        token = info.current_token()
+        if token:
+            headers["Authorization"] = f"{info.scheme or 'Bearer'} {token}"
+        # Environment proxies / CA bundles are ignored (ConnectionInfo.trust_env=False).
         connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=ssl_context(info))
         session = aiohttp.ClientSession(connector=connector, headers=headers, timeout=self._timeout,
                                         trust_env=bool(info.trust_env))
         old, self._session, self._server = self._session, session, info.server.rstrip("/")
+        self._server_hostname = info.tls_server_name
         self._generation += 1
         if old is not None:
             await old.close()
@@ -199,6 +167,9 @@ class KubeRest:
             options["timeout"] = timeout
         for attempt in (1, 2):
             session, generation = await self._session_now()
+            options.pop("server_hostname", None)  # the kubeconfig's tls-server-name, known once logged in
+            if self._server_hostname:
+                options["server_hostname"] = self._server_hostname
             try:
                 async with session.request(method, self._server + path, **options) as response:
                     if response.status == 401 and attempt == 1:

@@ -8,21 +8,17 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from vault_sts_operator.api import constants as c
-from vault_sts_operator.clients.kube_rest import MERGE_PATCH, ApiError, KubeRest, default_login
+from vault_sts_operator.clients.kube_config import default_login
+from vault_sts_operator.clients.kube_rest import MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.ctl.errors import NotFound, Unreachable
 
 
 class Kube:
     def __init__(self) -> None:
-        import kopf
-
         # The operator's client is async (aiohttp); a verb is a short synchronous program, so it drives
         # the client on a private event loop, closed when the process exits.
         self._loop = asyncio.new_event_loop()
-        try:
-            self.rest = KubeRest(default_login(kopf.OperatorSettings()), pool_size=2)
-        except Exception as exc:  # kopf's LoginError and friends: no kubeconfig, bad kubeconfig
-            raise Unreachable(f"no Kubernetes credentials: {exc}") from None
+        self.rest = KubeRest(default_login(), pool_size=2)  # logs in at its first request (see _call)
         atexit.register(self.close)
 
     def close(self) -> None:
@@ -42,7 +38,7 @@ class Kube:
             if exc.status in (0, 401, 403):
                 raise Unreachable(f"Kubernetes API refused or unreachable for {what}: {exc}") from None
             raise Unreachable(f"Kubernetes API error for {what}: {exc}") from None
-        except Exception as exc:  # the login happens at the first request: no kubeconfig, refused connection
+        except Exception as exc:  # the login happens at the first request: no or a bad kubeconfig (KubeConfigError)
             raise Unreachable(f"Kubernetes API unreachable for {what}: {exc}") from None
 
     def credential(self, namespace: str, name: str) -> dict[str, Any]:
