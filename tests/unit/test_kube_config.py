@@ -300,3 +300,19 @@ def test_login_prefers_in_cluster_then_kubeconfig(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     with pytest.raises(NoConfiguration):
         kube_config.login()
+
+
+def test_the_cli_reports_an_unusable_kubeconfig_without_its_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    from vault_sts_operator.ctl.errors import Unreachable
+    from vault_sts_operator.ctl.kube import Kube
+
+    monkeypatch.setenv("KUBECONFIG", str(single(tmp_path, {"exec": {"command": "aws"}, "token": SECRET})))
+    monkeypatch.setattr(kube_config, "SERVICE_ACCOUNT_DIR", tmp_path / "no-pod")
+    kube = Kube()
+    try:
+        with pytest.raises(Unreachable, match=r"no usable Kubernetes credentials: .*exec credential plugin") as caught:
+            kube.identity("any")
+    finally:
+        kube.close()
+    assert SECRET not in str(caught.value)

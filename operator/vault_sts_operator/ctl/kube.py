@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from vault_sts_operator.api import constants as c
-from vault_sts_operator.clients.kube_config import default_login
+from vault_sts_operator.clients.kube_config import KubeConfigError, default_login
 from vault_sts_operator.clients.kube_rest import MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.ctl.errors import NotFound, Unreachable
 
@@ -38,7 +38,9 @@ class Kube:
             if exc.status in (0, 401, 403):
                 raise Unreachable(f"Kubernetes API refused or unreachable for {what}: {exc}") from None
             raise Unreachable(f"Kubernetes API error for {what}: {exc}") from None
-        except Exception as exc:  # the login happens at the first request: no or a bad kubeconfig (KubeConfigError)
+        except KubeConfigError as exc:  # the login happens at the first request
+            raise Unreachable(f"no usable Kubernetes credentials: {exc}") from None
+        except Exception as exc:  # a refused connection, bad TLS material
             raise Unreachable(f"Kubernetes API unreachable for {what}: {exc}") from None
 
     def credential(self, namespace: str, name: str) -> dict[str, Any]:
