@@ -15,9 +15,10 @@ import pytest
 
 from vault_sts_operator.clients.kube import ResourceVersionExpired
 from vault_sts_operator.config import OperatorConfig
+from vault_sts_operator.domain.backoff import ExponentialBackoff
 from vault_sts_operator.domain.errors import IdentityNotFoundError, KubernetesError
 from vault_sts_operator.services.identity_catalog import IdentityCatalog
-from vault_sts_operator.services.watch import ListWatch, SecretDeletions, credential_sources, sources
+from vault_sts_operator.services.watch import MIN_WATCH_TIMEOUT, ListWatch, SecretDeletions, credential_sources, sources
 
 
 def obj(name: str, rv: str, namespace: str = "team", **spec: Any) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def run(kube: ScriptedKube) -> tuple[list[tuple[str, str | None]], list[set[tupl
     return seen, listed
 
 
-def test_pages_then_watch_from_the_list_version_then_from_the_last_seen():
+def test_pages_then_watch_from_the_list_version_then_from_the_last_seen() -> None:
     kube = ScriptedKube(
         lists=[[obj("a", "1"), obj("b", "2"), obj("c", "3")]],
         watches=[[{"type": "MODIFIED", "object": obj("a", "101")},
@@ -96,7 +97,7 @@ def test_pages_then_watch_from_the_list_version_then_from_the_last_seen():
     assert kube.calls == ["list -", "list p1", "watch 100", "watch 150", "watch 160"]
 
 
-def test_expired_version_lists_again_and_reports_what_the_new_list_has():
+def test_expired_version_lists_again_and_reports_what_the_new_list_has() -> None:
     kube = ScriptedKube(
         lists=[[obj("a", "1"), obj("b", "2")], [obj("a", "1")]],
         watches=[ResourceVersionExpired("gone")], page_size=10)
@@ -106,14 +107,14 @@ def test_expired_version_lists_again_and_reports_what_the_new_list_has():
     assert kube.calls == ["list -", "watch 100", "list -", "watch 100"]
 
 
-def test_a_failed_watch_backs_off_and_resumes_from_the_same_version():
+def test_a_failed_watch_backs_off_and_resumes_from_the_same_version() -> None:
     kube = ScriptedKube(lists=[[obj("a", "1")]], watches=[KubernetesError("HTTP 0 unreachable"), []],
                         page_size=10)
     run(kube)
     assert kube.calls == ["list -", "watch 100", "watch 100", "watch 100"]
 
 
-def test_sources_per_namespace_cluster_wide_or_filtered():
+def test_sources_per_namespace_cluster_wide_or_filtered() -> None:
     (everything,) = credential_sources(())
     assert everything[0] == "/apis/vaultsts.io/v1alpha1/assumedrolecredentials" and everything[1]("any")
     exact = credential_sources(("a", "b", "a"))
@@ -128,7 +129,7 @@ def test_sources_per_namespace_cluster_wide_or_filtered():
     assert [ns for ns in ("team-a", "team-b", "team-c") if bracket[1](ns)] == ["team-a", "team-b"]
 
 
-def test_identity_catalog_resolves_and_wakes_on_change_only():
+def test_identity_catalog_resolves_and_wakes_on_change_only() -> None:
     woken: list[str] = []
     catalog = IdentityCatalog(OperatorConfig(allowed_vault_addresses=("https://127.0.0.1:8200",)),
                               on_change=woken.append)
@@ -148,7 +149,7 @@ def test_identity_catalog_resolves_and_wakes_on_change_only():
         catalog.resolve("ci")
 
 
-def test_secret_deletions_wake_the_owner_also_when_a_relist_misses_the_secret():
+def test_secret_deletions_wake_the_owner_also_when_a_relist_misses_the_secret() -> None:
     woken: list[tuple[str, str]] = []
     secrets = SecretDeletions(lambda namespace, name: woken.append((namespace, name)))
     label = "vaultsts.io/credential"
@@ -168,3 +169,125 @@ def test_secret_deletions_wake_the_owner_also_when_a_relist_misses_the_secret():
     secrets.listed(set(), lambda namespace: namespace == "a")  # b is another watch's: not touched
     assert woken == [("a", "app"), ("a", "app")]
     assert sources(("a",), "/api/v1/{}secrets")[0][0] == "/api/v1/namespaces/a/secrets"
+
+
+# -- the reflector's behaviour (issue 18) ------------------------------------------------------------------
+
+
+def test_backoff_steps_as_client_gos_reflector() -> None:
+    low, high = ExponentialBackoff(), ExponentialBackoff()
+    now = 1000.0
+    lows, highs = [], []
+    for _ in range(9):
+        now += 1.0  # failures a second apart: no reset
+        lows.append(round(low.next_delay(now, 0.0), 3))
+        highs.append(round(high.next_delay(now, 0.999999), 3))
+    assert lows == [0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0, 30.0]  # doubling, capped at 30 s
+    assert highs == [round(2 * d, 3) for d in lows]  # jitter 1.0: up to twice the step
+    assert low.next_delay(now + 119.0, 0.0) == 30.0  # under 2 min since the last failure: no reset
+    assert low.next_delay(now + 119.0 + 120.5, 0.0) == 0.8  # 2 min without a failure: from the start again
+
+
+def test_failures_back_off_with_jitter_within_client_gos_bounds() -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    kube = ScriptedKube(lists=[[obj("a", "1")]], watches=[KubernetesError("HTTP 503") for _ in range(12)], page_size=10)
+    watch = ListWatch(kube, "/apis/x", on_event=lambda o, t: None, on_listed=lambda keys: None,  # type: ignore[arg-type]
+                      sleep=sleep, clock=lambda: 0.0)
+    with pytest.raises(Stop):
+        asyncio.run(watch.run())
+    steps = [0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0]
+    assert len(sleeps) == 12 and watch.failures == 12
+    assert all(step <= slept < 2 * step for step, slept in zip(steps, sleeps, strict=True)), sleeps
+    assert len({round(slept / step, 6) for step, slept in zip(steps, sleeps, strict=True)}) > 1  # jittered
+    assert kube.calls == ["list -"] + ["watch 100"] * 13  # each retry from the same version, no relist
+
+
+def test_watch_timeouts_are_randomised_between_one_and_two_minimums() -> None:
+    timeouts: list[int] = []
+
+    class Recording(ScriptedKube):
+        def watch(self, path: str, resource_version: str, *, timeout_seconds: int, label_selector: str = "",
+                  metadata_only: bool = False) -> AsyncIterator[dict[str, Any]]:
+            timeouts.append(timeout_seconds)
+            return super().watch(path, resource_version, timeout_seconds=timeout_seconds)
+
+    ticks = iter(range(0, 10_000, 5))  # each watch "lasts" 5 s: not a very short one
+    kube = Recording(lists=[[]], watches=[[] for _ in range(40)], page_size=10)
+    watch = ListWatch(kube, "/apis/x", on_event=lambda o, t: None, on_listed=lambda keys: None,  # type: ignore[arg-type]
+                      clock=lambda: float(next(ticks)))
+    with pytest.raises(Stop):
+        asyncio.run(watch.run())
+    assert len(timeouts) == 41 and all(MIN_WATCH_TIMEOUT <= t < 2 * MIN_WATCH_TIMEOUT for t in timeouts)
+    assert len(set(timeouts)) > 10  # spread, so the watches of many replicas do not end together
+    edges = ListWatch(kube, "/x", on_event=lambda o, t: None, on_listed=lambda keys: None,  # type: ignore[arg-type]
+                      rand=lambda: 0.0)
+    assert edges.watch_timeout() == 300
+    edges._rand = lambda: 0.999999
+    assert edges.watch_timeout() == 599
+
+
+def test_bookmarks_advance_the_version_and_every_step_is_progress() -> None:
+    progress: list[str] = []
+    seen: list[tuple[str, str | None]] = []
+
+    def on_event(o: Any, t: str | None) -> None:
+        seen.append((o["metadata"]["name"], t))
+        progress.append(f"event {o['metadata']['name']}")
+
+    ticks = iter(range(0, 10_000, 5))
+    kube = ScriptedKube(lists=[[obj("a", "1"), obj("b", "2")]],
+                        watches=[[{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "150"}}},
+                                  {"type": "ADDED", "object": obj("c", "151")}],
+                                 [{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "170"}}}]],
+                        page_size=1)
+    watch = ListWatch(kube, "/apis/x", on_event=on_event, on_listed=lambda keys: progress.append("listed"),  # type: ignore[arg-type]
+                      on_progress=lambda: progress.append("progress"), page_size=1, clock=lambda: float(next(ticks)))
+    with pytest.raises(Stop):
+        asyncio.run(watch.run())
+    assert kube.calls == ["list -", "list p1", "watch 100", "watch 151", "watch 170"]
+    assert watch.bookmarks == 2 and watch.version == "170" and watch.lists == 1
+    assert progress == ["event a", "progress",  # page 1
+                        "event b", "progress", "listed", "progress",  # page 2, then the complete list
+                        "progress", "event c", "progress", "progress",  # bookmark, event, the watch's clean end
+                        "progress", "progress"]  # bookmark, clean end
+
+
+def test_a_watch_that_ends_at_once_without_an_event_is_a_failure() -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    kube = ScriptedKube(lists=[[]], watches=[[], []], page_size=10)
+    watch = ListWatch(kube, "/apis/x", on_event=lambda o, t: None, on_listed=lambda keys: None,  # type: ignore[arg-type]
+                      sleep=sleep, clock=lambda: 0.0)
+    with pytest.raises(Stop):
+        asyncio.run(watch.run())
+    assert len(sleeps) == 2 and watch.failures == 2  # backed off, not a hot loop
+
+
+def test_an_exception_in_on_event_ends_the_run_with_it_and_closes_the_stream() -> None:
+    closed: list[bool] = []
+
+    class Closing(ScriptedKube):
+        async def watch(self, path: str, resource_version: str, *, timeout_seconds: int, label_selector: str = "",
+                        metadata_only: bool = False) -> AsyncIterator[dict[str, Any]]:
+            try:
+                yield {"type": "MODIFIED", "object": obj("bad", "101")}
+                yield {"type": "MODIFIED", "object": obj("next", "102")}
+            finally:
+                closed.append(True)
+
+    def on_event(o: Any, t: str | None) -> None:
+        if o["metadata"]["name"] == "bad" and t == "MODIFIED":
+            raise KeyError("a bug in observe")
+
+    kube = Closing(lists=[[obj("bad", "1")]], watches=[], page_size=10)
+    watch = ListWatch(kube, "/apis/x", on_event=on_event, on_listed=lambda keys: None)  # type: ignore[arg-type]
+    with pytest.raises(KeyError, match="a bug in observe"):
+        asyncio.run(watch.run())
+    assert closed == [True] and watch.failures == 0 and watch.version == "100"  # not retried in place
