@@ -60,9 +60,12 @@ SECRET_SELECTOR = f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY_VALUE}"  # the Secrets th
 PAGE_SIZE = 500
 MIN_WATCH_TIMEOUT = 300.0  # client-go's minWatchTimeout: each watch asks for a timeout in [5 min, 10 min)
 SHORT_WATCH_SECONDS = 1.0  # a watch that ends sooner with no event is a failure (client-go's "very short watch")
-# Without a failure a watch reports progress at least when its server-side timeout ends it (< 2 x 5 min, plus
-# the 30 s read slack of clients/kube.py), and at every bookmark (the API server sends one about every minute).
-# Twice the longest timeout leaves room for one failed watch and its longest backoff (60 s) on top.
+# The bound past which a watch without progress counts as stalled (Watches(stall_after=...) overrides it).
+# A healthy watch of a quiet collection reports progress at least when the server ends it at its timeout
+# (under 2 x 5 min; a silent connection is cut by clients/kube.py 30 s after that), and at bookmarks (on the
+# stack's API server: about 2 s before the timeout, once the collection's version moved). Twice the longest
+# timeout leaves room for a watch that fails and waits its longest backoff (60 s) without a false alarm; a
+# watch that cannot list or watch for 20 minutes (failures are not progress) fails the liveness probe.
 STALL_AFTER = 2 * 2 * MIN_WATCH_TIMEOUT
 # What the API client raises for a failed call or a stream it could not read: an API error (clients/kube.py
 # turns HTTP and connection errors into KubernetesError), a line that is not JSON (JSONDecodeError is a
