@@ -102,13 +102,15 @@ def helm(stack: StackEnv, *args: str, check: bool = True, timeout: float = 180) 
     return result
 
 
-def release_values(node: Node, *, peering: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """``--set`` arguments: the node's image (never pulled), 2 peered replicas, Vault as pods reach it.
+def release_values(node: Node, *, lease: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """``--set`` arguments: the node's image (never pulled), 2 replicas electing a leader on Lease ``lease``,
+    Vault as pods reach it.
 
     The CRDs come from ``kubectl apply -f crds/`` (the suites share them; tests/chart covers the chart's
     own CRD templates); the STS emulator speaks plain HTTP, so the development setting is on."""
     sets = [f"image.repository={node.repository}", f"image.tag={node.tag}", "image.pullPolicy=Never",
-            "replicaCount=2", "peering.enabled=true", f"peering.name={peering}", f"vault.address={node.vault_addr}",
+            "replicaCount=2", "leaderElection.enabled=true", f"leaderElection.leaseName={lease}",
+            f"vault.address={node.vault_addr}",
             "crds.enabled=false", "allowInsecureHttp=true",
             # the STS emulator is the one STS endpoint the platform allows here (no AWS endpoint is reachable)
             f"allowedDestinations.stsEndpoints[0]={node.sts_endpoint}",

@@ -93,9 +93,6 @@ def unique() -> str:
 @pytest.fixture(scope="session")
 def crds(stack: StackEnv) -> None:
     kubectl(stack, "apply", "-f", str(ROOT / "crds"))
-    # kopf's peering CRDs ship only in the chart's crds/ folder (Helm installs them before the release's peering
-    # objects); the chart installs below find them there.
-    kubectl(stack, "apply", "-f", str(ROOT / "charts/vault-sts-operator/crds/kopf.dev_peerings.yaml"))
     kubectl(stack, "wait", "--for=condition=Established", "--timeout=60s",
             f"crd/{ARC}.{GROUP}", f"crd/{MFAID}.{GROUP}")
 
@@ -131,12 +128,12 @@ NAMESPACED_WATCHED = ("team-scoped-a", "team-scoped-b")
 @pytest.fixture(scope="session")
 def namespaced_release(stack: StackEnv, crds: None) -> Iterator[str]:
     """The chart with rbac.scope=namespaced, watching NAMESPACED_WATCHED (Roles there, no ClusterRole on Secrets
-    or workloads). No peering (its ClusterKopfPeering name would collide with the main release's)."""
+    or workloads). One replica, no leader election."""
     for ns in NAMESPACED_WATCHED:
         kubectl(stack, "create", "namespace", ns, check=False)
     helm(stack, "upgrade", "--install", NAMESPACED_RELEASE, str(ROOT / "charts" / "vault-sts-operator"),
          "--namespace", NAMESPACED_HOME, "--create-namespace", "--set", "rbac.scope=namespaced",
-         "--set", "watchNamespaces={" + ",".join(NAMESPACED_WATCHED) + "}", "--set", "peering.enabled=false",
+         "--set", "watchNamespaces={" + ",".join(NAMESPACED_WATCHED) + "}", "--set", "leaderElection.enabled=false",
          "--set", "replicaCount=1", "--set", "metrics.service.enabled=false", "--set", "crds.enabled=false",
          "--set", f"vault.address={stack.vault_addr}")
     if stack.vault_ca is not None:  # MFAIdentities' caSecretRef resolves in the operator's namespace: this one's

@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import kopf
-
 from vault_sts_operator.api.specs import IdentitySpec
 from vault_sts_operator.api.timefmt import format_time
-from vault_sts_operator.clients import kube_rest
 from vault_sts_operator.clients.kube import KubeGateway
-from vault_sts_operator.clients.kube_rest import KubeRest, default_login
+from vault_sts_operator.clients.kube_config import default_login
+from vault_sts_operator.clients.kube_rest import KubeRest
 from vault_sts_operator.clients.leases import LeaseStepStore
 from vault_sts_operator.clients.sts import StsGateway
 from vault_sts_operator.clients.vault_factory import VaultSessionFactory
@@ -23,12 +21,12 @@ from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.errors import IssuingError
 from vault_sts_operator.services.controller import CredentialController
 from vault_sts_operator.services.identity_catalog import IdentityCatalog
+from vault_sts_operator.services.identity_verification import IdentityVerification
 from vault_sts_operator.services.issuer import CredentialIssuer
 from vault_sts_operator.services.limiter import BlockingCalls
 from vault_sts_operator.services.metrics_server import MetricsServer, build_metrics_server
 from vault_sts_operator.services.mfa_device import MfaDeviceGuard
 from vault_sts_operator.services.mfa_sessions import KvSessionProvider, MfaSessionCache, VaultAwsSessionProvider
-from vault_sts_operator.services.peering import PeeringGate
 from vault_sts_operator.services.reconciler import CredentialReconciler
 from vault_sts_operator.services.restarts import RolloutRestarter
 from vault_sts_operator.services.secret_writer import SecretWriter
@@ -36,11 +34,6 @@ from vault_sts_operator.services.verifier import IdentityVerifier
 from vault_sts_operator.services.watch import SecretDeletions, Watches
 
 log = logging.getLogger(__name__)
-
-
-def kube_login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
-    """The login kopf's watches and the operator's own client share (handlers know no client)."""
-    return kube_rest.login(settings)
 
 
 @dataclass
@@ -53,14 +46,15 @@ class Services:
     verifier: IdentityVerifier
     controller: CredentialController
     watches: Watches
-    peering: PeeringGate | None  # None: standalone
+    identities: IdentityCatalog
+    verification: IdentityVerification
     metrics_server: MetricsServer | None = None  # None: --metrics-port=0
 
 
-def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> Services:
+def build_services(config: OperatorConfig) -> Services:
     """Call inside the running event loop (the Kubernetes client's session belongs to it)."""
     # One connection per pass in flight (each TLS connection holds a read buffer of about 130 KB).
-    rest = KubeRest(default_login(settings), pool_size=config.max_concurrent_passes)
+    rest = KubeRest(default_login(), pool_size=config.max_concurrent_passes)
     kube = KubeGateway(rest)
     vault = VaultSessionFactory(
         kube, sa_token_file=config.vault_sa_token_file,
@@ -96,17 +90,25 @@ def build_services(config: OperatorConfig, settings: kopf.OperatorSettings) -> S
                                       trust_known_secret=config.watch_secrets)
     identities = IdentityCatalog(config, on_change=controller.identity_changed)
     controller.resolve = identities.resolve
-    watches = Watches(kube, on_identity=identities.observe, on_identities_listed=identities.listed,
+    verifier = IdentityVerifier(vault=vault, kube=kube, default_vault=config.default_vault,
+                                operator_namespace=config.lease_namespace, rules=config.connection_rules)
+    verification = IdentityVerification(verifier, events=post_event, on_changed=controller.identity_changed,
+                                        on_deleted=sessions.forget)
+
+    def identity_event(body: Mapping[str, Any], event_type: str | None) -> None:
+        identities.observe(body, event_type)
+        verification.observe(body, event_type)
+
+    def identities_listed(seen: set[tuple[str, str]]) -> None:
+        identities.listed(seen)
+        verification.listed(seen)
+
+    watches = Watches(kube, on_identity=identity_event, on_identities_listed=identities_listed,
                       on_credential=controller.observe, on_credentials_listed=controller.listed,
                       namespaces=config.namespaces,
                       secrets=SecretDeletions(controller.secret_deleted) if config.watch_secrets else None)
-    verifier = IdentityVerifier(vault=vault, kube=kube, default_vault=config.default_vault,
-                                operator_namespace=config.lease_namespace, rules=config.connection_rules)
-    peering = (PeeringGate(kube, controller.scheduler, name=config.peering_name, priority=settings.peering.priority,
-                           namespaces=config.namespaces, clock=lambda: datetime.now(UTC))
-               if config.peering_name else None)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, verifier=verifier,
-                    controller=controller, watches=watches, peering=peering,
+                    controller=controller, watches=watches, identities=identities, verification=verification,
                     metrics_server=build_metrics_server(port=config.metrics_port, secure=config.metrics_secure,
                                                         cert_dir=config.metrics_cert_dir, reviewer=kube)
                     if config.metrics_port else None)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import logging
 import os
-import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 from vault_sts_operator import __version__
 from vault_sts_operator.api.specs import KubernetesAuth, SecretKeyRef, TokenAuth, VaultAuth, VaultConnection
-from vault_sts_operator.config import OperatorConfig, is_namespace_pattern
+from vault_sts_operator.config import OperatorConfig
 from vault_sts_operator.domain.destinations import AWS_STS_ENDPOINTS, pattern_problems
+from vault_sts_operator.domain.leader import ElectionTiming
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -75,17 +73,26 @@ def _parser() -> argparse.ArgumentParser:
                      help="directory holding tls.crt and tls.key for /metrics (e.g. a cert-manager Secret), read "
                           "again when they change; default: a self-signed certificate made at start "
                           "(env VSO_METRICS_CERT_DIR)")
-    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' off)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
+                     help="where the probes are served: /healthz (liveness) and /readyz on this URL's host and port "
+                          "('' off)")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
-    run.add_argument("--verbose", action="store_true",
-                     help="debug level, and kopf's per-handler lines (which --log-level alone keeps off)")
+    run.add_argument("--verbose", action="store_true", help="debug level (as --log-level=debug)")
     run.add_argument("--log-level", choices=LOG_LEVELS, default="",
                      help="the operator's log level (default: info, or debug with --verbose); boto3, botocore "
                           "and urllib3 stay at warning whatever the level (their debug lines carry request bodies)")
     run.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
                      help="namespace of the per-MFA-device Leases (env POD_NAMESPACE)")
-    run.add_argument("--peering", default="", metavar="NAME",
-                     help="kopf peering name: replicas with one name keep one active (default: standalone)")
+    run.add_argument("--leader-election-lease", default="", metavar="NAME",
+                     help="elect one active replica with a coordination.k8s.io Lease of this name in "
+                          "--lease-namespace (the chart sets it); default: standalone, always active")
+    run.add_argument("--leader-election-lease-duration", type=float, default=15.0, metavar="SECONDS",
+                     help="how long a standby waits after the leader's last renewal before it takes over (client-go's "
+                          "LeaseDuration, default %(default)s)")
+    run.add_argument("--leader-election-renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                     help="how long the leader keeps trying to renew before it stops leading (default %(default)s)")
+    run.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS",
+                     help="how often candidates try and the leader renews (default %(default)s)")
     run.add_argument("--sts-concurrency", type=int, default=16, help="STS calls in flight at most")
     run.add_argument("--restart-debounce", type=float, default=10.0, metavar="SECONDS",
                      help="rollout restarts asked for within this window are done once")
@@ -132,12 +139,11 @@ def _default_vault(args: argparse.Namespace) -> VaultConnection | None:
 
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
-    patterns = [ns for ns in args.namespace if is_namespace_pattern(ns)]
-    if args.peering and patterns:
-        # kopf peers in a KopfPeering per matching namespace, which nobody creates for a pattern; the
-        # credential scheduler would wait for its entry forever. The chart refuses the same combination.
-        raise SystemExit(f"--peering with namespace patterns ({', '.join(patterns)}) is not supported: "
-                         "name the namespaces, or run without --peering")
+    timing = ElectionTiming(lease_duration=args.leader_election_lease_duration,
+                            renew_deadline=args.leader_election_renew_deadline,
+                            retry_period=args.leader_election_retry_period)
+    if timing.problems():
+        raise SystemExit("--leader-election-*: " + "; ".join(timing.problems()))
     problems = pattern_problems([*args.allowed_vault_address, *args.allowed_sts_endpoint])
     if problems:
         raise SystemExit("--allowed-vault-address / --allowed-sts-endpoint: " + "; ".join(problems))
@@ -155,7 +161,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         log_format=args.log_format,
         verbose=args.verbose,
         lease_namespace=args.lease_namespace,
-        peering_name=args.peering,
+        leader_election_lease=args.leader_election_lease,
+        election=timing,
         sts_concurrency=args.sts_concurrency,
         restart_debounce_seconds=args.restart_debounce,
         rotate_min_interval_seconds=args.rotate_min_interval,
@@ -166,24 +173,6 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
-def fallback_identity(
-    environ: Mapping[str, str], getuser: Callable[[], str], hostname: Callable[[], str]
-) -> str | None:
-    """The peering identity to give kopf when its own detection would crash, else None (kopf decides).
-
-    kopf uses ``POD_ID`` when set, else ``getpass.getuser()``, which raises ``KeyError`` for a uid
-    with no passwd entry: the image's uid 65532 as a kubelet runs it. Then the pod's hostname (its
-    name, unique among the replicas) stands in, as ``POD_ID`` from the downward API would.
-    """
-    if environ.get("POD_ID"):
-        return None
-    try:
-        getuser()
-    except (KeyError, OSError):
-        return environ.get("HOSTNAME") or hostname()
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command != "run":
@@ -191,38 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return ctl.dispatch(args)
     config = config_from_args(args)
+    import asyncio
 
-    import kopf  # imported late: `--help` stays fast and free of kopf's logging setup
+    from vault_sts_operator import logsetup, runtime
 
-    from vault_sts_operator import handlers  # noqa: F401  (importing registers the handlers)
-
-    kopf.configure(verbose=config.verbose,
-                   log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
-    if not config.verbose:
-        # kopf logs every handler run at INFO ("Handler ... succeeded"): several lines per watch event,
-        # thousands when a thousand credentials settle. Our own INFO lines stay.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-        # In a pod the kubelet probes /healthz every few seconds: kopf logs each probe run ("Activity
-        # 'credentials' succeeded") and aiohttp each request, two INFO lines a probe, drowning our own.
-        logging.getLogger("kopf.activities").setLevel(logging.WARNING)
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    if args.log_level:
-        logging.getLogger().setLevel(args.log_level.upper())
-    logging.getLogger("boto3").setLevel(logging.WARNING)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-    identity = fallback_identity(os.environ, getpass.getuser, socket.gethostname)
-    if identity:  # kopf reads POD_ID in detect_own_id (it exports no Identity type to pass instead)
-        os.environ["POD_ID"] = identity
-    kopf.run(
-        memo=kopf.Memo(config=config),
-        clusterwide=not config.namespaces,
-        namespaces=list(config.namespaces),
-        standalone=not config.peering_name,
-        peering_name=config.peering_name or None,
-        liveness_endpoint=config.liveness_endpoint or None,
-    )
-    return 0
+    logsetup.configure(log_format=config.log_format,
+                       level=args.log_level or ("debug" if config.verbose else "info"))
+    return asyncio.run(runtime.serve(config))
 
 
 if __name__ == "__main__":

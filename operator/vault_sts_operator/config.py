@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from vault_sts_operator.api.specs import ConnectionRules, VaultConnection
 from vault_sts_operator.domain.destinations import AWS_STS_ENDPOINTS
+from vault_sts_operator.domain.leader import ElectionTiming
 
 
 def is_namespace_pattern(namespace: str) -> bool:
@@ -26,12 +27,16 @@ class OperatorConfig:
     # (services/metrics_server.py); False: plain HTTP and no authentication.
     metrics_secure: bool = True
     metrics_cert_dir: str = ""  # tls.crt and tls.key (e.g. a cert-manager Secret); empty: self-signed at start
+    # Where /healthz (liveness) and /readyz are served ('' off); the path of the URL is ignored.
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     log_format: str = "text"
     verbose: bool = False
     lease_namespace: str = field(default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"))
     instance_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    peering_name: str = ""  # empty: standalone (no kopf peering)
+    # Leader election (services/leader.py): a Lease of this name in lease_namespace; '' = standalone (one
+    # replica, always active). client-go's timing: lease duration, renew deadline, retry period.
+    leader_election_lease: str = ""
+    election: ElectionTiming = field(default_factory=ElectionTiming)
     sts_concurrency: int = 16
     worker_threads: int = 16
     # Scheduler workers: a pass mostly waits on the API server (three requests) and STS, so more passes

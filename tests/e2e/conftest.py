@@ -20,11 +20,11 @@ RELEASE = "vault-sts-operator"
 @pytest.fixture(scope="session")
 def operator(stack: StackEnv, chart_release: str) -> Iterator[OperatorProcess]:
     """The operator as a local process, with exactly the chart's RBAC (its ServiceAccount's kubeconfig)
-    and kopf peering as the chart configures it: every end-to-end test proves the RBAC is enough."""
+    and leader election as the chart configures it: every end-to-end test proves the RBAC is enough."""
     kubeconfig = kubeconfig_for_service_account(stack, OPERATOR_NAMESPACE, OPERATOR_SA,
                                                 stack.stack_dir / "operator-sa.kubeconfig")
     proc = OperatorProcess(stack, kubeconfig=kubeconfig,
-                           extra_args=["--peering", "vault-sts-operator", *TEST_OPERATOR_ARGS],
+                           extra_args=["--leader-election-lease", "vault-sts-operator", *TEST_OPERATOR_ARGS],
                            allowed_vault_addresses=[TRAP_VAULT_ADDRESS])
     proc.stop_others()
     proc.start()

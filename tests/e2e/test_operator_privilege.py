@@ -261,8 +261,8 @@ def test_secret_deleted_by_hand_is_back_by_the_check_without_a_watch(stack, kube
     least every --secret-check-interval (15 s here; the chart's default is 45 s)."""
     kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team]))
     checker = OperatorProcess(stack, name="operator-check", kubeconfig=operator.kubeconfig, watch_secrets=False,
-                              extra_args=["--peering", "vault-sts-operator", "--secret-check-interval", "15",
-                                          *TEST_OPERATOR_ARGS])
+                              extra_args=["--leader-election-lease", "vault-sts-operator",
+                                          "--secret-check-interval", "15", *TEST_OPERATOR_ARGS])
     operator.stop()
     try:
         checker.start()

@@ -33,7 +33,7 @@ def operator_kubeconfig(stack: StackEnv, chart_release: str) -> Path:
 
 def new_operator(stack: StackEnv, kubeconfig: Path, name: str) -> OperatorProcess:
     return OperatorProcess(stack, name=name, kubeconfig=kubeconfig,
-                           extra_args=["--peering", PEERING, *TEST_OPERATOR_ARGS])
+                           extra_args=["--leader-election-lease", PEERING, *TEST_OPERATOR_ARGS])
 
 
 @pytest.fixture(scope="session")

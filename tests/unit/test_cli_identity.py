@@ -1,43 +1,28 @@
-"""kopf's peering identity when the image's uid has no passwd entry (issue 9)."""
+"""`vault-sts-operator run`'s options as the process reads them: leader election (issue 18)."""
 
 from __future__ import annotations
 
-from vault_sts_operator.cli import fallback_identity
+import pytest
+
+from vault_sts_operator.cli import _parser, config_from_args
 
 
-def _no_passwd_entry() -> str:
-    raise KeyError("getpwuid(): uid not found: 65532")
+def test_leader_election_is_off_unless_a_lease_is_named_and_takes_client_gos_defaults() -> None:
+    standalone = config_from_args(_parser().parse_args(["run", "--vault-address", "https://v:8200"]))
+    assert standalone.leader_election_lease == ""
+    elected = config_from_args(_parser().parse_args(["run", "--leader-election-lease", "vso"]))
+    assert elected.leader_election_lease == "vso"
+    assert (elected.election.lease_duration, elected.election.renew_deadline, elected.election.retry_period) == \
+        (15.0, 10.0, 2.0)
 
 
-def test_pod_id_set_leaves_it_to_kopf() -> None:
-    assert fallback_identity({"POD_ID": "op-0", "HOSTNAME": "h"}, _no_passwd_entry, lambda: "x") is None
-
-
-def test_known_user_leaves_it_to_kopf() -> None:
-    assert fallback_identity({"HOSTNAME": "h"}, lambda: "alice", lambda: "x") is None
-
-
-def test_no_passwd_entry_uses_the_pod_name() -> None:
-    assert fallback_identity({"HOSTNAME": "vso-7d9f-abcde"}, _no_passwd_entry, lambda: "x") == "vso-7d9f-abcde"
-
-
-def test_no_passwd_entry_and_no_hostname_variable_asks_the_kernel() -> None:
-    assert fallback_identity({}, _no_passwd_entry, lambda: "node-1") == "node-1"
-
-
-def test_empty_pod_id_counts_as_unset() -> None:
-    assert fallback_identity({"POD_ID": ""}, _no_passwd_entry, lambda: "node-1") == "node-1"
-
-
-def test_peering_with_namespace_patterns_is_refused_at_start() -> None:
-    import pytest
-
-    from vault_sts_operator.cli import _parser, config_from_args
-
-    args = _parser().parse_args(["run", "-n", "team-*", "--peering", "vso", "--vault-address", "https://v:8200"])
-    with pytest.raises(SystemExit, match=r"--peering with namespace patterns \(team-\*\)"):
+def test_a_renew_deadline_that_outlives_the_lease_is_refused_at_start() -> None:
+    args = _parser().parse_args(["run", "--leader-election-lease", "vso", "--leader-election-lease-duration", "10",
+                                 "--leader-election-renew-deadline", "12"])
+    with pytest.raises(SystemExit, match="lease duration must be longer than the renew deadline"):
         config_from_args(args)
-    named = _parser().parse_args(["run", "-n", "team-a", "--peering", "vso", "--vault-address", "https://v:8200"])
-    assert config_from_args(named).namespaces == ("team-a",)
-    unpeered = _parser().parse_args(["run", "-n", "team-*", "--vault-address", "https://v:8200"])
-    assert config_from_args(unpeered).peering_name == ""
+
+
+def test_kopfs_peering_flag_is_gone() -> None:
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "--peering", "vso"])

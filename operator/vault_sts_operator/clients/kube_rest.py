@@ -26,7 +26,6 @@ from typing import Any
 
 import aiohttp
 
-from vault_sts_operator.clients import kube_config
 from vault_sts_operator.clients.kube_config import ConnectionInfo, Login
 
 JSON = "application/json"
@@ -57,18 +56,6 @@ def status_message(raw: bytes) -> str:
         return ""
     message = body.get("message") if isinstance(body, dict) else None
     return str(message)[:STATUS_MESSAGE_MAX] if message else ""
-
-
-def default_login(settings: object | None = None) -> Login:
-    """Compatibility for callers of the kopf era: ``kube_config.default_login()``, ``settings`` ignored."""
-    del settings
-    return kube_config.default_login()
-
-
-def login(settings: object | None = None) -> ConnectionInfo:
-    """Compatibility for callers of the kopf era: ``kube_config.login()``, ``settings`` ignored."""
-    del settings
-    return kube_config.login()
 
 
 @contextlib.contextmanager

@@ -213,13 +213,25 @@ class MetricsServer:
         # One thread renders the text (at ten thousand credentials, tens of milliseconds): the event loop
         # stays free, and concurrent scrapes queue instead of rendering in parallel.
         self._render = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vso-metrics")
+        self._render_stopped = False
         self.bound_port = 0
 
     @property
     def scheme(self) -> str:
         return "https" if self._tls is not None else "http"
 
+    async def run(self) -> None:
+        """A supervised task (services/supervisor.py): serve until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
     async def start(self) -> None:
+        if self._render_stopped:  # stopped before (a supervised restart): a fresh rendering thread
+            self._render_stopped = False
+            self._render = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vso-metrics")
         app = web.Application()
         app.router.add_get(METRICS_PATH, self._metrics, allow_head=False)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -243,6 +255,7 @@ class MetricsServer:
             await self._runner.cleanup()
             self._runner = None
         self._render.shutdown(wait=False, cancel_futures=True)
+        self._render_stopped = True
 
     async def _watch_certificates(self) -> None:
         assert self._certificates is not None

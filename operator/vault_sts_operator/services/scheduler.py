@@ -62,6 +62,23 @@ class Scheduler(Generic[K]):
         await cancel_and_wait(self._tasks)
         self._tasks = []
 
+    async def run(self) -> None:
+        """A supervised task (services/supervisor.py): the workers until cancelled; a worker that ends (it
+        catches every error of a pass, so only a bug of its own) ends the run, and the supervisor starts it again."""
+        self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
+
+    async def drain(self, timeout: float) -> bool:
+        """After `pause()`: wait until no pass runs (at most `timeout` seconds); False when some still ran."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._running and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        return not self._running
+
     def pause(self) -> None:
         if self._active.is_set():
             log.info("scheduling paused")
