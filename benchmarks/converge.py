@@ -82,13 +82,12 @@ def run_tool(stack: StackEnv, *argv: str) -> str:
 
 def install_crds_and_chart(stack: StackEnv) -> None:
     run_tool(stack, "kubectl", "apply", "-f", str(ROOT / "crds"))
-    run_tool(stack, "kubectl", "apply", "-f", str(ROOT / "charts/vault-sts-operator/crds/kopf.dev_peerings.yaml"))
     run_tool(stack, "kubectl", "wait", "--for=condition=Established", "--timeout=60s",
              f"crd/{ARC}.{GROUP}", f"crd/{MFAID}.{GROUP}")
     helm = stack.extra.get("VSO_HELM")
     if not helm:
         raise RuntimeError("helm is not built (bash devstack/build.sh)")
-    # Only its RBAC, ServiceAccount and peering object matter: there is no kubelet, its pods never run.
+    # Only its RBAC and ServiceAccount matter: there is no kubelet, its pods never run.
     run_tool(stack, helm, "upgrade", "--install", RELEASE, str(ROOT / "charts" / "vault-sts-operator"),
              "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--set", f"vault.address={stack.vault_addr}",
              "--set", "crds.enabled=false")
@@ -320,7 +319,7 @@ class Cluster:
                 continue
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
             resource = labels.get("resource", "")
-            if resource not in (ARC, MFAID, "secrets", "events", "leases", "clusterkopfpeerings"):
+            if resource not in (ARC, MFAID, "secrets", "events", "leases"):
                 continue
             sub = labels.get("subresource", "")
             key = f"{labels.get('verb', '')} {resource}{'/' + sub if sub else ''}"
@@ -912,7 +911,7 @@ def operator_running(args: argparse.Namespace, stack: StackEnv) -> Iterator[Oper
     if not args.admin:
         kubeconfig = kubeconfig_for_service_account(stack, OPERATOR_NAMESPACE, OPERATOR_SA,
                                                     stack.stack_dir / "bench-operator-sa.kubeconfig")
-        extra += ["--peering", "vault-sts-operator"]
+        extra += ["--leader-election-lease", "vault-sts-operator"]
     python = sys.executable
     if not args.dev_venv:
         from devstack.runtime_venv import ensure_runtime_venv
