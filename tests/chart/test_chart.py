@@ -38,9 +38,12 @@ def test_chart_crds_are_the_repository_crds():
     for crd in sorted((ROOT / "crds").glob("*.yaml")):
         copy = CHART / "files" / "crds" / crd.name
         assert copy.read_bytes() == crd.read_bytes(), f"{crd.name} differs in the chart: cp crds/*.yaml {copy.parent}/"
-    # Helm installs a crds/ folder once and never upgrades it: only kopf's peering CRDs live there (stable, and
-    # needed before the release's own ClusterKopfPeering/KopfPeering objects can even be validated).
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["kopf.dev_peerings.yaml"]
+    # Helm installs a crds/ folder once and never upgrades it: the chart has none. kopf's peering CRDs were its
+    # only content; with kopf retired the chart neither ships nor renders any kopf.dev CRD.
+    assert not (CHART / "crds").exists(), sorted(p.name for p in (CHART / "crds").iterdir())
+    rendered = [d["metadata"]["name"] for d in render() if d["kind"] == "CustomResourceDefinition"]
+    assert sorted(rendered) == sorted(f"{p.name.split('_', 1)[1].removesuffix('.yaml')}.vaultsts.io"
+                                      for p in (ROOT / "crds").glob("*.yaml")), rendered
 
 
 def test_helm_lint_is_clean():
@@ -69,16 +72,37 @@ def test_deployment_is_locked_down():
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Ready on the leader and on a standby alike (the body says which): a standby never Ready would stall rollouts.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert container["resources"]["requests"] and container["resources"]["limits"]
-    assert "--peering=vault-sts-operator" in container["args"] and deploy["spec"]["replicas"] > 1
+    assert deploy["spec"]["replicas"] > 1
+    assert [a for a in container["args"] if a.startswith("--leader-election")] == [
+        "--leader-election-lease=vault-sts-operator", "--leader-election-lease-duration=15",
+        "--leader-election-renew-deadline=10", "--leader-election-retry-period=2"]
+    assert "strategy" not in deploy["spec"]  # a rolling update: the Lease keeps one replica active
     assert "--vault-address=https://vault:8200" in container["args"]
 
 
-def test_single_replica_without_peering_recreates():
-    docs = render("peering.enabled=false", "replicaCount=1")
+def test_single_replica_without_leader_election_recreates():
+    docs = render("leaderElection.enabled=false", "replicaCount=1")
     deploy = next(d for d in docs if d["kind"] == "Deployment")
-    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
-    assert not any(d["kind"] == "ClusterKopfPeering" for d in docs)
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}  # never two pods at once: both would act
+    assert not [a for a in _operator_container(docs)["args"] if a.startswith("--leader-election")]
+
+
+def test_leader_election_values_reach_the_operator():
+    docs = render("leaderElection.leaseName=shard-1", "leaderElection.leaseDurationSeconds=30",
+                  "leaderElection.renewDeadlineSeconds=20", "leaderElection.retryPeriodSeconds=4")
+    assert [a for a in _operator_container(docs)["args"] if a.startswith("--leader-election")] == [
+        "--leader-election-lease=shard-1", "--leader-election-lease-duration=30",
+        "--leader-election-renew-deadline=20", "--leader-election-retry-period=4"]
+    # no lease name: the release's full name, unique per release in its namespace
+    args = _operator_container(render("fullnameOverride=sts-broker"))["args"]
+    assert "--leader-election-lease=sts-broker" in args
+    for bad in ("leaderElection.leaseName=Not_A_Name", "leaderElection.retryPeriodSeconds=0"):
+        result = subprocess.run([helm_binary(), "template", "x", str(CHART), "--kube-version", "1.35.4",
+                                 "--set", bad], capture_output=True, text=True, check=False)
+        assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr, bad
 
 
 def test_rbac_has_no_wildcards_and_lists_secrets_only_for_the_watch():
@@ -107,9 +131,8 @@ def test_install_creates_every_object(stack, chart_release):
     for doc in render(f"vault.address={stack.vault_addr}", "crds.enabled=false", "replicaCount=0"):
         kind, name = doc["kind"], doc["metadata"]["name"]
         ns = ["-n", doc["metadata"].get("namespace", OPERATOR_NAMESPACE)]
-        scoped = kind not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")
-        kubectl(stack, "get", kind.lower() if kind != "ClusterKopfPeering" else "clusterkopfpeerings.kopf.dev",
-                name, *(ns if scoped else []))
+        scoped = kind not in ("ClusterRole", "ClusterRoleBinding")
+        kubectl(stack, "get", kind.lower(), name, *(ns if scoped else []))
 
 
 @pytest.mark.parametrize(
@@ -126,6 +149,9 @@ def test_install_creates_every_object(stack, chart_release):
         ("delete", "namespaces", "", False),
         ("update", "leases.coordination.k8s.io", OPERATOR_NAMESPACE, True),
         ("update", "leases.coordination.k8s.io", "kube-system", False),
+        ("update", "leases.coordination.k8s.io", "team-x", False),  # its Lease: its own namespace only
+        ("patch", "clusterkopfpeerings.kopf.dev", "", False),  # kopf retired: no peering object to write
+        ("patch", "kopfpeerings.kopf.dev", "team-x", False),
         ("patch", "deployments.apps", "team-x", True),
         ("get", "deployments.apps", "team-x", True),  # reads the restart opt-in annotation
         ("list", "deployments.apps", "team-x", False),
@@ -148,59 +174,49 @@ def _operator_container(docs: list[dict]) -> dict:
     return dict(deploy["spec"]["template"]["spec"]["containers"][0])
 
 
-def test_pod_id_comes_from_the_pod_name():
-    """kopf names a peer from POD_ID, else from getpass.getuser(), which raises KeyError for the image's uid
-    65532 (no passwd entry) under a real kubelet: the chart must always set POD_ID."""
-    for sets in ((), ("peering.enabled=false", "replicaCount=1"), ("watchNamespaces={team-a}",)):
-        env = {e["name"]: e for e in _operator_container(render(*sets))["env"]}
-        assert env.get("POD_ID", {}).get("valueFrom") == {"fieldRef": {"fieldPath": "metadata.name"}}, sets
+MODES = ((), ("leaderElection.enabled=false", "replicaCount=1"), ("watchNamespaces={team-a,team-b}",),
+         ("rbac.scope=namespaced", "watchNamespaces={team-a,team-b}"),
+         ("rbac.scope=namespaced", "watchNamespaces={team-a}", "leaderElection.enabled=false", "replicaCount=1"))
 
 
 def _by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def test_cluster_wide_install_peers_in_one_cluster_kopf_peering():
-    docs = render()
-    assert [d["metadata"]["name"] for d in _by_kind(docs, "ClusterKopfPeering")] == ["vault-sts-operator"]
+@pytest.mark.parametrize("sets", MODES)
+def test_no_kopf_peering_objects_in_any_mode(sets):
+    """kopf is retired: no ClusterKopfPeering, no KopfPeering, no peering Role, no kopf.dev rule, no POD_ID (kopf's
+    peer id; the operator's instance id is <hostname>-<pid>, the pod's name in a pod)."""
+    docs = render(*sets)
+    assert not [(d["kind"], d["metadata"]["name"]) for d in docs if d["apiVersion"].startswith("kopf.dev/")], sets
+    assert not [d["metadata"]["name"] for d in docs if d["metadata"]["name"].endswith("-peering")], sets
+    rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+    assert not [r for r in rules if "kopf.dev" in r.get("apiGroups", ())], sets
+    assert not [r for r in rules if "customresourcedefinitions" in r.get("resources", ())], sets  # kopf's CRD watch
+    env = {e["name"] for e in _operator_container(docs)["env"]}
+    assert "POD_ID" not in env and "POD_NAMESPACE" in env, sets
+
+
+@pytest.mark.parametrize("sets", MODES)
+def test_leases_only_in_the_release_namespace(sets):
+    """The leader election's Lease and the per-device Leases live in the release namespace; nothing in a watched
+    (tenant) namespace takes part, and no ClusterRole grants Leases anywhere."""
+    docs = render(*sets)
+    granting = sorted((d["kind"], d["metadata"].get("namespace", "")) for d in docs
+                      if d["kind"] in ("ClusterRole", "Role")
+                      for r in d["rules"] if "leases" in r.get("resources", ()))
+    assert granting == [("Role", OPERATOR_NAMESPACE)], (sets, granting)
+
+
+def test_namespace_patterns_work_with_leader_election():
+    """kopf needed a KopfPeering in each watched namespace, which a pattern cannot name: the chart refused
+    patterns with peering. The Lease lives in the release namespace, so a pattern is fine now."""
+    docs = render("watchNamespaces={team-*}")
+    args = _operator_container(docs)["args"]
+    assert "--namespace=team-*" in args and "--leader-election-lease=vault-sts-operator" in args
     assert not _by_kind(docs, "KopfPeering")
 
 
-def test_namespaced_install_peers_in_a_kopf_peering_per_watched_namespace():
-    """With watchNamespaces kopf keeps alive in a KopfPeering in each namespace it serves, and stays paused
-    in any namespace where that object is missing: the chart creates them, and the RBAC to use them."""
-    docs = render("watchNamespaces={team-a,team-b}", "peering.name=shard-1")
-    peerings = _by_kind(docs, "KopfPeering")
-    assert sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings) == [
-        ("team-a", "shard-1"), ("team-b", "shard-1")]
-    assert not _by_kind(docs, "ClusterKopfPeering")
-    for ns in ("team-a", "team-b"):
-        roles = [r for r in _by_kind(docs, "Role") if r["metadata"]["namespace"] == ns]
-        peering_rules = [rule for r in roles for rule in r["rules"] if "kopfpeerings" in rule["resources"]]
-        assert peering_rules == [{"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
-                                  "resourceNames": ["shard-1"], "verbs": ["get", "patch"]},
-                                 {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
-                                  "verbs": ["list", "watch"]}], ns
-        bindings = [b for b in _by_kind(docs, "RoleBinding") if b["metadata"]["namespace"] == ns]
-        assert any(b["roleRef"]["name"] in {r["metadata"]["name"] for r in roles}
-                   and b["subjects"] == [{"kind": "ServiceAccount", "name": "vault-sts-operator",
-                                          "namespace": OPERATOR_NAMESPACE}] for b in bindings), ns
-    cluster_rules = [rule for r in _by_kind(docs, "ClusterRole") for rule in r["rules"]]
-    assert not any("clusterkopfpeerings" in rule.get("resources", []) for rule in cluster_rules)
-
-
-def test_namespaced_install_without_peering_creates_no_peering_objects():
-    docs = render("watchNamespaces={team-a}", "peering.enabled=false", "replicaCount=1")
-    assert not _by_kind(docs, "KopfPeering") and not _by_kind(docs, "ClusterKopfPeering")
-    assert not any("kopfpeerings" in rule["resources"] for r in _by_kind(docs, "Role") for rule in r["rules"])
-
-
-def test_namespace_patterns_with_peering_are_refused():
-    """A pattern (``team-*``) names no namespace to put a KopfPeering in; kopf would pause there forever."""
-    result = subprocess.run([helm_binary(), "template", "x", str(CHART), "--kube-version", "1.35.4",
-                             "--set", "watchNamespaces={team-*}"], capture_output=True, text=True, check=False)
-    assert result.returncode != 0
-    assert "watchNamespaces" in result.stderr and "peering" in result.stderr, result.stderr
 # -- namespaced RBAC, the Vault token's audience, development settings (issue 10) --------------------------------
 WORKLOADS = {"deployments", "statefulsets", "daemonsets"}
 

@@ -82,7 +82,8 @@ def test_pod_disruption_budget_on_by_default_with_two_replicas(tmp_path):
     (pdb,) = by_kind(render(), "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == pod_selector(render())
-    assert not by_kind(render({"replicaCount": 1, "peering": {"enabled": False}}, tmp_path), "PodDisruptionBudget")
+    single = render({"replicaCount": 1, "leaderElection": {"enabled": False}}, tmp_path)
+    assert not by_kind(single, "PodDisruptionBudget")
     (pdb,) = by_kind(render({"podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}}, tmp_path),
                      "PodDisruptionBudget")
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": pdb["spec"]["selector"]}
@@ -139,7 +140,7 @@ def test_fullname_override_and_common_labels_reach_every_object(tmp_path):
     for doc in docs:
         name = doc["metadata"]["name"]
         assert doc["metadata"]["labels"]["team"] == "platform", (doc["kind"], name)
-        if doc["kind"] not in ("CustomResourceDefinition", "ClusterKopfPeering"):
+        if doc["kind"] != "CustomResourceDefinition":
             assert name.startswith("sts-broker"), (doc["kind"], name)
     assert pod_spec(docs)["serviceAccountName"] == "sts-broker"
 

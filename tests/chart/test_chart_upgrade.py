@@ -7,15 +7,18 @@ vaultsts.io CRDs that other suites share on the stack are never touched.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from devstack.env import StackEnv
-from tests.chart.test_chart import CHART
+from tests.chart.test_chart import CHART, ROOT
 from tests.conftest import RELEASE, helm
 from tests.e2e.helpers import kubectl, wait_for
 
@@ -28,7 +31,7 @@ def _chart_copy(tmp_path: Path, group: str, version: str, add_column: bool) -> P
     (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
     for path in (chart / "files" / "crds").glob("*.yaml"):
         if not path.name.startswith("vaultsts.io_"):
-            path.unlink()  # kopf's peering CRD is cluster-wide and shared: not this test's business
+            path.unlink()  # only the project's own CRDs are moved to the throwaway group
             continue
         crd = yaml.safe_load(path.read_text().replace("vaultsts.io", group))
         if add_column:
@@ -48,7 +51,7 @@ def test_helm_upgrade_applies_a_changed_crd_and_uninstall_keeps_it(stack, tmp_pa
     group = f"u{unique}.vaultsts.io"
     crd_name = f"assumedrolecredentials.{group}"
     release, namespace = f"crd-{unique}", f"crd-{unique}"
-    common = ["--namespace", namespace, "--set", "peering.enabled=false", "--set", "replicaCount=1",
+    common = ["--namespace", namespace, "--set", "leaderElection.enabled=false", "--set", "replicaCount=1",
               "--set", f"fullnameOverride=crd-{unique}", "--set", "rbac.aggregateClusterRoles=false"]
     try:
         helm(stack, "install", release, str(_chart_copy(tmp_path, group, "0.1.0", add_column=False)),
@@ -82,7 +85,8 @@ def test_crds_keep_false_removes_them_on_uninstall(stack, tmp_path, unique):
     try:
         helm(stack, "install", release, str(_chart_copy(tmp_path, group, "0.1.0", add_column=False)),
              "--namespace", namespace, "--create-namespace", "--set", "crds.keep=false",
-             "--set", "peering.enabled=false", "--set", "replicaCount=1", "--set", f"fullnameOverride=crdk-{unique}",
+             "--set", "leaderElection.enabled=false", "--set", "replicaCount=1",
+             "--set", f"fullnameOverride=crdk-{unique}",
              "--set", "rbac.aggregateClusterRoles=false")
         crds = [f"assumedrolecredentials.{group}", f"mfaidentities.{group}"]
         kubectl(stack, "get", "crd", *crds)
@@ -148,3 +152,93 @@ def test_aggregated_roles_on_the_apiserver(stack, team, unique, who, verb, resou
 
     # The aggregation controller fills view/edit/admin within moments of the chart's install.
     wait_for(f"{who} can-i {verb} {resource} = {allowed}", answer, timeout=20)
+
+
+# -- upgrade from the kopf chart (issue 18) ----------------------------------------------------------------------
+PEERING_TEMPLATE = "charts/vault-sts-operator/templates/peering.yaml"
+KOPF_CRDS = ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _kopf_chart(tmp_path: Path) -> Path:
+    """The chart as committed last with kopf peering (the last commit that has templates/peering.yaml)."""
+    commit = _git("log", "-1", "--format=%H", "--", PEERING_TEMPLATE)
+    assert commit, f"no commit ever had {PEERING_TEMPLATE}"
+    exists = subprocess.run(["git", "cat-file", "-e", f"{commit}:{PEERING_TEMPLATE}"], cwd=ROOT, check=False)
+    if exists.returncode != 0:  # that commit deleted it: its parent is the last one that has it
+        commit = _git("rev-parse", f"{commit}^")
+    archive = subprocess.run(["git", "archive", commit, "charts/vault-sts-operator"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path / "previous", filter="data")
+    chart = tmp_path / "previous" / "charts" / "vault-sts-operator"
+    assert (chart / "templates" / "peering.yaml").is_file() and (chart / "crds" / "kopf.dev_peerings.yaml").is_file()
+    return chart
+
+
+def _exists(stack: StackEnv, *what: str) -> bool:
+    return bool(kubectl(stack, "get", *what, "--ignore-not-found", "-o", "name").stdout.strip())
+
+
+@pytest.mark.parametrize("scope", ["cluster-wide", "namespaced"])
+def test_helm_upgrade_from_the_kopf_chart_removes_its_peering_objects(stack, crds, tmp_path, unique, scope):
+    """``helm upgrade`` from the last chart with kopf peering (enabled, as it was by default) to this one: the
+    release's ClusterKopfPeering (cluster-wide) or its KopfPeering and peering Role/RoleBinding in the watched
+    namespace (watchNamespaces) are gone, and the Deployment elects its leader with a Lease.
+
+    kopf's peering CRDs stay in place, on purpose: other kopf operators in the cluster may use them (their CRs
+    would go with the CRDs), and Helm never deletes (nor upgrades) the CRDs of a chart's crds/ folder anyway: the
+    CHANGELOG tells whoever runs no other kopf operator to delete them by hand. Without pods (replicaCount=0):
+    the objects are Helm's business, the rollout is tests/node's."""
+    release = namespace = f"kopfup-{unique}"
+    watched = f"kopfup-team-{unique}"
+    crds_before = {crd: _exists(stack, "crd", crd) for crd in KOPF_CRDS}
+    common = ["--namespace", namespace, "--set", "replicaCount=0", "--set", "crds.enabled=false",
+              "--set", f"fullnameOverride={release}", "--set", "rbac.aggregateClusterRoles=false",
+              "--set", f"vault.address={stack.vault_addr}"]
+    if scope == "namespaced":
+        kubectl(stack, "create", "namespace", watched)
+        common += ["--set", f"watchNamespaces={{{watched}}}"]
+    try:
+        helm(stack, "install", release, str(_kopf_chart(tmp_path)), "--create-namespace", *common,
+             "--set", "peering.enabled=true", "--set", f"peering.name={release}")
+        for crd in KOPF_CRDS:  # the previous chart's crds/ folder installed them (or found them)
+            kubectl(stack, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+        if scope == "cluster-wide":
+            peering_objects = [("clusterkopfpeerings.kopf.dev", release)]
+        else:
+            peering_objects = [("kopfpeerings.kopf.dev", release, "-n", watched),
+                               ("role", f"{release}-peering", "-n", watched),
+                               ("rolebinding", f"{release}-peering", "-n", watched)]
+        for obj in peering_objects:
+            assert _exists(stack, *obj), f"the previous chart did not create {obj}"
+
+        helm(stack, "upgrade", release, str(CHART), *common, "--set", "leaderElection.enabled=true")
+
+        left = [obj for obj in peering_objects if _exists(stack, *obj)]
+        assert not left, f"still there after the upgrade: {left}"
+        for crd in KOPF_CRDS:
+            assert _exists(stack, "crd", crd), f"helm upgrade removed {crd}"
+        deploy = json.loads(kubectl(stack, "get", "deployment", release, "-n", namespace, "-o", "json").stdout)
+        args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"--leader-election-lease={release}" in args and not [a for a in args if "peering" in a], args
+        sa = f"--as=system:serviceaccount:{namespace}:{release}"
+        for verb, resource, where in (("patch", "clusterkopfpeerings.kopf.dev", []),
+                                      ("patch", "kopfpeerings.kopf.dev", ["-n", watched]),
+                                      ("list", "customresourcedefinitions.apiextensions.k8s.io", [])):
+            answer = kubectl(stack, "auth", "can-i", verb, resource, *where, sa, check=False).stdout.strip()
+            assert answer == "no", (verb, resource, answer)
+        assert kubectl(stack, "auth", "can-i", "update", "leases.coordination.k8s.io", "-n", namespace, sa,
+                       check=False).stdout.strip() == "yes"
+    finally:
+        helm(stack, "uninstall", release, "--namespace", namespace, check=False)
+        for ns in (namespace, watched):
+            kubectl(stack, "delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+        kubectl(stack, "delete", "clusterkopfpeerings.kopf.dev", release, "--ignore-not-found", check=False)
+        # the cluster as found: the CRDs go only if this test's install created them
+        created = [crd for crd, existed in crds_before.items() if not existed]
+        if created:
+            kubectl(stack, "delete", "crd", *created, "--ignore-not-found", check=False)
