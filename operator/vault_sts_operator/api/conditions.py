@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from vault_sts_operator.api.timefmt import format_time
+from vault_sts_operator.domain.timefmt import format_time
 
 
 def set_condition(

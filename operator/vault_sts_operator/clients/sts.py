@@ -21,7 +21,7 @@ import botocore.config
 import botocore.exceptions
 
 from vault_sts_operator import metrics
-from vault_sts_operator.api import reasons
+from vault_sts_operator.domain import reasons
 from vault_sts_operator.domain.credentials import AccessKey, TemporaryCredentials
 from vault_sts_operator.domain.errors import MfaCodeRejectedError, SessionInvalidError, StsError
 

@@ -25,9 +25,9 @@ import hvac.exceptions
 import requests
 
 from vault_sts_operator import metrics
-from vault_sts_operator.api import reasons
 from vault_sts_operator.api.specs import VaultConnection
 from vault_sts_operator.clients.vault_auth import AuthStrategy, Login
+from vault_sts_operator.domain import reasons
 from vault_sts_operator.domain.credentials import AccessKey, TemporaryCredentials, TotpCode
 from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.errors import MfaCodeRejectedError, VaultError

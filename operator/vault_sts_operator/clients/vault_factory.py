@@ -13,7 +13,6 @@ import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
 
-from vault_sts_operator.api import reasons
 from vault_sts_operator.api.specs import AppRoleAuth, KubernetesAuth, SecretKeyRef, TokenAuth, VaultConnection
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.clients.vault import VaultSession, ca_file_for
@@ -25,6 +24,7 @@ from vault_sts_operator.clients.vault_auth import (
     TokenLogin,
     file_reader,
 )
+from vault_sts_operator.domain import reasons
 from vault_sts_operator.domain.destinations import same_destination, vault_audience
 from vault_sts_operator.domain.errors import VaultError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from vault_sts_operator.api import constants as c
-from vault_sts_operator.api.timefmt import format_time
 from vault_sts_operator.domain.credentials import TemporaryCredentials
+from vault_sts_operator.domain.timefmt import format_time
 
 
 def credentials_file(creds: TemporaryCredentials, profile: str) -> str:

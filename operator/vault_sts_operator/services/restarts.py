@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from vault_sts_operator import metrics
-from vault_sts_operator.api.timefmt import format_time
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.domain.consumers import not_opted_in_message, opted_in
 from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.domain.timefmt import format_time
 
 log = logging.getLogger(__name__)
 

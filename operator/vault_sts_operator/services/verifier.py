@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from vault_sts_operator.api import reasons
 from vault_sts_operator.api.conditions import find_condition, set_condition
 from vault_sts_operator.api.specs import ConnectionRules, KvAccessKey, VaultConnection, parse_identity
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.clients.vault_factory import VaultSessionFactory
+from vault_sts_operator.domain import reasons
 from vault_sts_operator.domain.allowlist import selector_warnings
 from vault_sts_operator.domain.errors import IssuingError
 
