@@ -804,8 +804,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions(cluster: Cluster) -> dict[str, str]:
-    out = {"python": platform.python_version(), "kopf": importlib.metadata.version("kopf"),
-           "kubernetes_client": importlib.metadata.version("kubernetes")}
+    out = {"python": platform.python_version(), "kubernetes_client": importlib.metadata.version("kubernetes")}
     with contextlib.suppress(Exception):
         out["kubernetes_apiserver"] = cluster.server_version()
     with contextlib.suppress(Exception):
@@ -842,7 +841,7 @@ def plot(path: Path, points: dict[int, float], baseline: dict[str, Any], info: d
     ax.legend(fontsize=8)
     machine, ver = info["machine"], info["versions"]
     ax.set_title(f"{machine['nproc']} CPU {machine['cpu_model'][:40]}, Python {ver['python']}, "
-                 f"kopf {ver['kopf']}, k8s {ver.get('kubernetes_apiserver', '?')}", fontsize=8)
+                 f"k8s {ver.get('kubernetes_apiserver', '?')}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     log(f"plot written to {path}")
@@ -874,8 +873,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path,
                         help="py-spy record (GIL holder: CPU) of the operator, main phase (.svg: flame graph)")
     parser.add_argument("--dev-venv", action="store_true",
-                        help="run the operator from the development venv (which also holds the kubernetes client "
-                             "that kopf then imports) instead of an image-like runtime venv")
+                        help="run the operator from the development venv (which also holds what the tests need) "
+                             "instead of an image-like runtime venv")
     parser.add_argument("--keep-stack", action="store_true", help="leave a stack this run started running")
     parser.add_argument("--no-create-only", dest="create_only", action="store_false",
                         help="skip creating the N CRs with no operator running (create_only_s)")

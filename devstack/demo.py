@@ -70,10 +70,10 @@ def main() -> int:
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     started = time.monotonic()
     helm(env, "upgrade", "--install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
-         *release_values(node, peering=RELEASE))
+         *release_values(node, lease=RELEASE))
     pods = wait_release_ready(core, NAMESPACE, RELEASE)
     say(f"helm install: {len(pods)} operator pods Ready in {time.monotonic() - started:.1f}s "
-        f"({', '.join(p.metadata.name for p in pods)}; kopf peering keeps one active)")
+        f"({', '.join(p.metadata.name for p in pods)}; Lease {NAMESPACE}/{RELEASE} elects the one that acts)")
 
     ns = "team-a"
     try:

@@ -1,8 +1,8 @@
 """The operator exactly as the container image installs it: locked runtime dependencies only.
 
-Benchmarks measure memory with it: the development venv also holds the official kubernetes
-client (tests use it), and kopf imports that client whenever it is installed, which adds about
-20 MB the image does not have. Built with scripts/image_install.sh (the Dockerfile's own steps);
+Benchmarks measure memory with it: the development venv also holds what the tests and tools need
+(the official kubernetes client among them), which the image does not have. Built with
+scripts/image_install.sh (the Dockerfile's own steps);
 the dependencies are cached per lock file, the operator's wheel is reinstalled each time.
 """
 
