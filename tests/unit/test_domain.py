@@ -6,8 +6,8 @@ from vault_sts_operator.domain import allowlist
 from vault_sts_operator.domain.decisions import IssuedRecord, Trigger, decide
 from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.renewal import backoff_delay, renewal_time, unit_jitter
-from vault_sts_operator.domain.session_name import default_session_name
-from vault_sts_operator.domain.totp import seconds_until_next_step, step_of_fetch, time_step
+from vault_sts_operator.domain.session_name import qualified_session_name
+from vault_sts_operator.domain.totp import step_of_fetch, time_step
 from vault_sts_operator.outputs.issued_record import read_issued_record, record_annotations
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -62,13 +62,12 @@ def test_namespace_selector_allows():
     ],
 )
 def test_default_session_name(ns, name, expected):
-    assert default_session_name(ns, name) == expected
+    assert qualified_session_name(ns, name) == expected
 
 
 def test_time_steps():
     assert time_step(59.9, 30) == 1
     assert time_step(60.0, 30) == 2
-    assert seconds_until_next_step(50.0, 30) == pytest.approx(10.0)
 
 
 def test_renewal_default_is_a_third_before_expiry_minus_jitter():

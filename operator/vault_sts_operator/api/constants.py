@@ -6,7 +6,6 @@ GROUP: Final = "vaultsts.io"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 
-IDENTITY_KIND: Final = "MFAIdentity"
 IDENTITY_PLURAL: Final = "mfaidentities"
 CREDENTIAL_KIND: Final = "AssumedRoleCredential"
 CREDENTIAL_PLURAL: Final = "assumedrolecredentials"

@@ -13,8 +13,6 @@ from typing import Any, Protocol
 
 import hvac
 
-DEFAULT_SA_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
 SecretProvider = Callable[[], str]
 
 

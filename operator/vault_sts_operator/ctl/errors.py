@@ -4,7 +4,7 @@ from __future__ import annotations
 
 OK = 0
 UNHEALTHY = 1
-USAGE = 2
+# 2 is argparse's own usage error
 NOT_FOUND = 3
 UNREACHABLE = 4
 

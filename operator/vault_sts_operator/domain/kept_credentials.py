@@ -51,9 +51,6 @@ class KeptCredentialStore:
             return None
         return kept
 
-    def drop(self, owner: Owner) -> None:
-        self._kept.pop(owner, None)
-
     def __len__(self) -> int:
         return len(self._kept)
 

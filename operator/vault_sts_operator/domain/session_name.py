@@ -28,13 +28,3 @@ def qualified_session_name(namespace: str, requested: str) -> str:
     rest = requested[len(prefix):] if requested.startswith(prefix) else requested
     candidate = _valid(prefix + rest)[:MAX_LENGTH]
     return candidate if len(candidate) >= 2 else candidate.ljust(2, "-")
-
-
-def default_session_name(namespace: str, name: str) -> str:
-    """`<namespace>@<name>`, made valid for STS (invalid characters become '-', cut to 64)."""
-    return qualified_session_name(namespace, name)
-
-
-def namespace_of(session_name: str) -> str:
-    """The namespace a session name was issued for (the text before the first `@`)."""
-    return session_name.split(SEPARATOR, 1)[0]

@@ -9,10 +9,6 @@ def time_step(now: float, period: int) -> int:
     return math.floor(now / period)
 
 
-def seconds_until_next_step(now: float, period: int) -> float:
-    return (time_step(now, period) + 1) * period - now
-
-
 def step_of_fetch(*, before: float, after: float, period: int, generated: float | None) -> int | None:
     """The time step of a code read from Vault, or None when it cannot be told.
 

@@ -72,7 +72,6 @@ class LeaderElector:
         self._resource_version = ""
         self._leading = False
         self._last_renewed = 0.0
-        self.last_attempt = 0.0  # monotonic time of the last answer from the API server (liveness)
 
     @property
     def leading(self) -> bool:
@@ -92,7 +91,6 @@ class LeaderElector:
                 log.warning("leader election: reading Lease %s/%s: %s", self._namespace, self._name, exc)
                 return False
             lease = None
-        self.last_attempt = self._clock()
         now = self._clock()
         record = _record(lease)
         if record != self._observed:

@@ -23,10 +23,6 @@ class FairLimiter:
         self._per_key_limit = max(1, int(total * per_key_share))
         self._per_key: dict[str, asyncio.Semaphore] = {}
 
-    @property
-    def per_key_limit(self) -> int:
-        return self._per_key_limit
-
     @asynccontextmanager
     async def slot(self, key: str) -> AsyncIterator[None]:
         mine = self._per_key.setdefault(key, asyncio.Semaphore(self._per_key_limit))
@@ -50,13 +46,6 @@ class FairLock:
         self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
         self._served: dict[str, int] = {}  # key -> turn it was last served
         self._turn = 0
-
-    @property
-    def locked(self) -> bool:
-        return self._held
-
-    def waiting(self) -> dict[str, int]:
-        return {key: len(queue) for key, queue in self._queues.items()}
 
     def _grant(self, key: str) -> None:
         self._turn += 1

@@ -45,23 +45,6 @@ class StepStore(Protocol):
         """Let other instances claim again (the recorded step stays)."""
 
 
-class InMemoryStepStore:
-    """A StepStore for one process (unit tests, single-instance development)."""
-
-    def __init__(self) -> None:
-        self._steps: dict[str, int] = {}
-
-    async def claim(self, device: str, step: int, *, supersede: int | None = None) -> int | None:
-        last = self._steps.get(device)
-        if last is not None and step <= last and last != supersede:
-            return last
-        self._steps[device] = step
-        return None
-
-    async def release(self, device: str) -> None:
-        return None
-
-
 class MfaDeviceGuard:
     def __init__(
         self,
