@@ -22,7 +22,7 @@ import pytest
 
 from devstack.kubeconfig import kubeconfig_for_service_account
 from devstack.manifests import GROUP, VERSION, assumed_role_credential, mfa_identity
-from devstack.operator_run import TEST_OPERATOR_ARGS, OperatorProcess
+from devstack.operator_run import OPERATOR_NAMESPACE, TEST_OPERATOR_ARGS, OperatorProcess
 from devstack.seed import RoleSpec, SeededIdentity, seed_identity
 from tests.conftest import NAMESPACED_HOME, NAMESPACED_RELEASE_SA, NAMESPACED_WATCHED
 from tests.e2e.helpers import MFAID, TRAP_VAULT_ADDRESS, TRAP_VAULT_PORT, wait_for
@@ -182,6 +182,46 @@ def test_an_identity_cannot_send_the_operator_to_an_unlisted_destination(
     assert unlisted_trap.requests == [], unlisted_trap.requests
     assert codes_spent(emulator_admin, seeded.mfa_serial) == 0
     assert kube.secret(team, "app") is None
+
+
+def test_the_default_vault_token_secret_goes_to_the_default_vault_only(stack, kube, operator, team, seeded, trap,
+                                                                      emulator_admin, unique):
+    """Issue 17's attack as tried: the operator's default auth is a Vault token from a Secret; an identity at
+    another (allowed) address names that Secret in its own tokenSecretRef. Refused as InvalidSpec: the trap
+    receives nothing (before, it got `GET /v1/auth/token/lookup-self` with the token, four times in 25 s)."""
+    root = stack.vault()
+    try:
+        token = root.auth.token.create(policies=[seeded.policy], ttl="1h")["auth"]["client_token"]
+    finally:
+        root.adapter.close()
+    secret = f"vault-token-{unique}"
+    kube.core.create_namespaced_secret(OPERATOR_NAMESPACE, {"metadata": {"name": secret},
+                                                            "stringData": {"token": token}})
+    with_token = OperatorProcess(stack, name="operator-token-auth", kubeconfig=operator.kubeconfig,
+                                 allowed_vault_addresses=[TRAP_VAULT_ADDRESS],
+                                 extra_args=["--leader-election-lease", "vault-sts-operator", "--vault-auth", "token",
+                                             "--vault-token-secret", f"{OPERATOR_NAMESPACE}/{secret}/token",
+                                             *TEST_OPERATOR_ARGS])
+    operator.stop()
+    try:
+        with_token.start()
+        manifest = mfa_identity(stack, seeded, name=f"borrow-{unique}"[:60], allowed_namespaces=[team])
+        manifest["spec"]["vault"] = {"address": trap.address,
+                                     "auth": {"tokenSecretRef": {"name": secret, "key": "token"}}}
+        kube.apply_identity(manifest)
+        kube.create_credential(assumed_role_credential(team, "borrow", manifest["metadata"]["name"],
+                                                       seeded.role_arns[0]))
+        cond = kube.wait_reason(team, "borrow", "InvalidSpec")
+        assert "names the Secret that holds the operator's default Vault credentials" in cond["message"]
+        time.sleep(3)
+        assert trap.requests == [], trap.requests
+        assert codes_spent(emulator_admin, seeded.mfa_serial) == 0
+        assert kube.secret(team, "borrow") is None
+        kube.delete_credential(team, "borrow")
+    finally:
+        with_token.stop()
+        kube.core.delete_namespaced_secret(secret, OPERATOR_NAMESPACE)
+        operator.start()
 
 
 def _claims(jwt: str) -> dict[str, Any]:
