@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from vault_sts_operator.clients import kube_paths
 from vault_sts_operator.clients.kube import ResourceVersionExpired
 from vault_sts_operator.config import OperatorConfig
 from vault_sts_operator.domain.backoff import ExponentialBackoff
@@ -121,7 +122,7 @@ def test_sources_per_namespace_cluster_wide_or_filtered() -> None:
     assert [path for path, _ in exact] == ["/apis/vaultsts.io/v1alpha1/namespaces/a/assumedrolecredentials",
                                            "/apis/vaultsts.io/v1alpha1/namespaces/b/assumedrolecredentials"]
     assert exact[0][1]("a") and not exact[0][1]("b")  # each watch's list answers for its own namespace only
-    (globbed,) = credential_sources(("team-*, !team-x", "ops"))  # kopf's syntax: each pattern adds namespaces
+    (globbed,) = credential_sources(("team-*, !team-x", "ops"))  # each pattern adds namespaces
     assert globbed[0].endswith("/assumedrolecredentials") and "/namespaces/" not in globbed[0]
     assert [ns for ns in ("team-a", "team-x", "ops", "other") if globbed[1](ns)] == ["team-a", "ops"]
     (bracket,) = credential_sources(("team-[ab]",))  # fnmatch's set: a pattern too, not a namespace's name
@@ -168,7 +169,7 @@ def test_secret_deletions_wake_the_owner_also_when_a_relist_misses_the_secret() 
     assert woken == [("a", "app"), ("a", "app")]
     secrets.listed(set(), lambda namespace: namespace == "a")  # b is another watch's: not touched
     assert woken == [("a", "app"), ("a", "app")]
-    assert sources(("a",), "/api/v1/{}secrets")[0][0] == "/api/v1/namespaces/a/secrets"
+    assert sources(("a",), kube_paths.secrets)[0][0] == "/api/v1/namespaces/a/secrets"
 
 
 # -- the reflector's behaviour (issue 18) ------------------------------------------------------------------

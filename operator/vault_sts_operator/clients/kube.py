@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.api.specs import SecretKeyRef
+from vault_sts_operator.clients import kube_paths as paths
 from vault_sts_operator.clients.kube_rest import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.domain.errors import KubernetesError, SecretRefusedError
 
@@ -74,11 +75,6 @@ def _secret_refused(verb: str, manifest: Mapping[str, Any], exc: ApiError) -> Se
                               f"HTTP {exc.status} {exc.reason}" + (f": {said}" if said else ""))
 
 
-def _secret_path(namespace: str, name: str = "") -> str:
-    base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
-    return f"{base}/{quote(name)}" if name else base
-
-
 class KubeGateway:
     def __init__(self, rest: KubeRest) -> None:
         self.rest = rest
@@ -86,7 +82,7 @@ class KubeGateway:
     # -- Secrets by name ------------------------------------------------------------------------
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self.rest.request("GET", _secret_path(namespace, name))
+            return await self.rest.request("GET", paths.secrets(namespace, name))
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -96,7 +92,7 @@ class KubeGateway:
         """Create; None when a Secret of that name appeared meanwhile (409)."""
         meta = manifest["metadata"]
         try:
-            return await self.rest.request("POST", _secret_path(meta["namespace"]), manifest)
+            return await self.rest.request("POST", paths.secrets(meta["namespace"]), manifest)
         except ApiError as exc:
             if exc.status == 409:
                 return None
@@ -108,7 +104,7 @@ class KubeGateway:
         """Replace the whole Secret if it is still at `resource_version`; None on a conflict (409) or if gone."""
         meta = {**manifest["metadata"], "resourceVersion": resource_version}
         try:
-            return await self.rest.request("PUT", _secret_path(meta["namespace"], meta["name"]),
+            return await self.rest.request("PUT", paths.secrets(meta["namespace"], meta["name"]),
                                      {**manifest, "metadata": meta})
         except ApiError as exc:
             if exc.status in (404, 409):  # gone, or changed since that version
@@ -121,7 +117,7 @@ class KubeGateway:
         """Delete only the Secret with this uid (a precondition), ignoring one already gone."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
         try:
-            await self.rest.request("DELETE", _secret_path(namespace, name), body)
+            await self.rest.request("DELETE", paths.secrets(namespace, name), body)
         except ApiError as exc:
             if exc.status not in (404, 409):
                 raise KubernetesError(f"deleting Secret {namespace}/{name}: {exc}") from None
@@ -169,7 +165,7 @@ class KubeGateway:
     # -- status of our custom resources --------------------------------------------------------
     async def patch_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Merge `status` into the CR's status; False when the CR no longer exists."""
-        path = self._credential_path(namespace, name) + "/status"
+        path = paths.credentials(namespace, name, "status")
         try:
             await self.rest.request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
         except ApiError as exc:
@@ -178,15 +174,12 @@ class KubeGateway:
             raise KubernetesError(f"patching status of {namespace}/{name}: {exc}") from None
         return True
 
-    def _credential_path(self, namespace: str, name: str) -> str:
-        return f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{quote(namespace)}/{c.CREDENTIAL_PLURAL}/{quote(name)}"
-
     async def remove_finalizer(self, namespace: str, name: str, finalizers: list[str], finalizer: str) -> None:
         """Drop `finalizer` (left by an older version of the operator) if the list is still `finalizers`."""
         patch = [{"op": "test", "path": "/metadata/finalizers", "value": finalizers},
                  {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != finalizer]}]
         try:
-            await self.rest.request("PATCH", self._credential_path(namespace, name), patch, content_type=JSON_PATCH)
+            await self.rest.request("PATCH", paths.credentials(namespace, name), patch, content_type=JSON_PATCH)
         except ApiError as exc:
             if exc.status not in (404, 409, 422):  # gone, or changed meanwhile (the next event retries)
                 raise KubernetesError(f"removing the finalizer of {namespace}/{name}: {exc}") from None
@@ -208,12 +201,12 @@ class KubeGateway:
             "source": {"component": "vault-sts-operator"}, "reportingComponent": "vault-sts-operator",
         }
         try:
-            await self.rest.request("POST", f"/api/v1/namespaces/{quote(namespace)}/events", event)
+            await self.rest.request("POST", paths.events(namespace), event)
         except ApiError as exc:
             raise KubernetesError(f"posting Event {reason} on {namespace}/{meta.get('name')}: {exc}") from None
 
     async def patch_identity_status(self, name: str, status: dict[str, Any]) -> None:
-        path = f"/apis/{c.GROUP}/{c.VERSION}/{c.IDENTITY_PLURAL}/{quote(name)}/status"
+        path = paths.identities(name, "status")
         try:
             await self.rest.request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
         except ApiError as exc:
@@ -223,7 +216,7 @@ class KubeGateway:
     async def request_token(self, namespace: str, service_account: str, *, audience: str,
                             expiration_seconds: int) -> tuple[str, datetime]:
         """A TokenRequest for `service_account` with one audience: the token and when it expires."""
-        path = f"/api/v1/namespaces/{quote(namespace)}/serviceaccounts/{quote(service_account)}/token"
+        path = paths.service_account_token(namespace, service_account)
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                 "spec": {"audiences": [audience], "expirationSeconds": expiration_seconds}}
         try:
@@ -237,7 +230,7 @@ class KubeGateway:
 
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
         try:
-            ns = await self.rest.request("GET", f"/api/v1/namespaces/{quote(namespace)}")
+            ns = await self.rest.request("GET", paths.namespace(namespace))
         except ApiError as exc:
             raise KubernetesError(f"reading namespace {namespace}: {exc}") from None
         return dict(ns.get("metadata", {}).get("labels") or {})
@@ -249,7 +242,7 @@ class KubeGateway:
         if plural is None:
             raise KubernetesError(f"rolloutRestartTargets: unsupported kind {kind!r}")
         try:
-            body = await self.rest.request("GET", f"/apis/apps/v1/namespaces/{quote(namespace)}/{plural}/{quote(name)}")
+            body = await self.rest.request("GET", paths.workload(namespace, plural, name))
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -271,7 +264,7 @@ class KubeGateway:
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
         try:
-            await self.rest.request("PATCH", f"/apis/apps/v1/namespaces/{quote(namespace)}/{plural}/{quote(name)}",
+            await self.rest.request("PATCH", paths.workload(namespace, plural, name),
                                     patch, content_type=STRATEGIC_MERGE_PATCH)
         except ApiError as exc:
             raise KubernetesError(f"restarting {kind} {namespace}/{name}: {exc}") from None
@@ -285,7 +278,7 @@ class KubeGateway:
             spec["audiences"] = list(audiences)
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
         try:
-            review = await self.rest.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body)
+            review = await self.rest.request("POST", paths.TOKEN_REVIEWS, body)
         except ApiError as exc:
             raise KubernetesError(f"reviewing a bearer token (TokenReview): {exc}") from None
         status = review.get("status") or {}
@@ -307,7 +300,7 @@ class KubeGateway:
             spec["extra"] = {k: list(v) for k, v in user.extra.items()}
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
         try:
-            review = await self.rest.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
+            review = await self.rest.request("POST", paths.SUBJECT_ACCESS_REVIEWS, body)
         except ApiError as exc:
             raise KubernetesError(f"reviewing access to {verb} {path} (SubjectAccessReview): {exc}") from None
         status = review.get("status") or {}

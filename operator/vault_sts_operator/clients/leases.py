@@ -18,10 +18,10 @@ import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from vault_sts_operator import metrics
 from vault_sts_operator.api import constants as c
+from vault_sts_operator.clients import kube_paths as paths
 from vault_sts_operator.clients.kube_rest import MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.domain.errors import KubernetesError
 
@@ -53,8 +53,7 @@ class LeaseStepStore:
         self._observed: dict[str, tuple[str, str, float]] = {}
 
     def _path(self, name: str = "") -> str:
-        base = f"/apis/coordination.k8s.io/v1/namespaces/{quote(self._namespace)}/leases"
-        return f"{base}/{quote(name)}" if name else base
+        return paths.leases(self._namespace, name)
 
     async def _read(self, name: str) -> dict[str, Any] | None:
         try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
-from vault_sts_operator.api import constants as c
+from vault_sts_operator.clients import kube_paths as paths
 from vault_sts_operator.clients.kube_config import KubeConfigError, default_login
 from vault_sts_operator.clients.kube_rest import MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.ctl.errors import NotFound, Unreachable
@@ -44,22 +44,20 @@ class Kube:
             raise Unreachable(f"Kubernetes API unreachable for {what}: {exc}") from None
 
     def credential(self, namespace: str, name: str) -> dict[str, Any]:
-        path = f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{quote(namespace)}/{c.CREDENTIAL_PLURAL}/{quote(name)}"
-        return self._call("GET", path, f"AssumedRoleCredential {namespace}/{name}")
+        return self._call("GET", paths.credentials(namespace, name), f"AssumedRoleCredential {namespace}/{name}")
 
     def annotate_credential(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        path = f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{quote(namespace)}/{c.CREDENTIAL_PLURAL}/{quote(name)}"
-        self._call("PATCH", path, f"AssumedRoleCredential {namespace}/{name}",
+        self._call("PATCH", paths.credentials(namespace, name), f"AssumedRoleCredential {namespace}/{name}",
                    {"metadata": {"annotations": annotations}}, MERGE_PATCH)
 
     def identity(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/apis/{c.GROUP}/{c.VERSION}/{c.IDENTITY_PLURAL}/{quote(name)}",
+        return self._call("GET", paths.identities(name),
                           f"MFAIdentity {name}")
 
     def secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Secret's metadata and key names only: values never leave this function."""
         try:
-            secret = self._call("GET", f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}",
+            secret = self._call("GET", paths.secrets(namespace, name),
                                 f"Secret {namespace}/{name}")
         except NotFound:
             return None
@@ -67,7 +65,7 @@ class Kube:
 
     def events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
         selector = urlencode({"fieldSelector": f"involvedObject.kind={kind},involvedObject.name={name}"})
-        answer = self._call("GET", f"/api/v1/namespaces/{quote(namespace)}/events?{selector}", "Events")
+        answer = self._call("GET", f"{paths.events(namespace)}?{selector}", "Events")
         return list(answer.get("items") or [])
 
     def service_account_token(self, namespace: str, name: str, audiences: list[str] | None = None) -> str:
@@ -75,14 +73,14 @@ class Kube:
                                 "spec": {"expirationSeconds": 600}}
         if audiences:
             body["spec"]["audiences"] = audiences
-        answer = self._call("POST", f"/api/v1/namespaces/{quote(namespace)}/serviceaccounts/{quote(name)}/token",
+        answer = self._call("POST", paths.service_account_token(namespace, name),
                             f"ServiceAccount {namespace}/{name}", body)
         return str(answer["status"]["token"])
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         import base64
 
-        secret = self._call("GET", f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}",
+        secret = self._call("GET", paths.secrets(namespace, name),
                             f"Secret {namespace}/{name}")
         data = secret.get("data") or {}
         if key not in data:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
+
+Key = tuple[str, str]  # an object's (namespace, name); namespace "" for a cluster-scoped object
 
 DNS1123_SUBDOMAIN_MAX = 253
 QUALIFIED_NAME_MAX = 63
@@ -109,3 +112,8 @@ def data_size_problem(data: Iterable[tuple[str, str]], where: str) -> str | None
     if size > SECRET_DATA_SIZE_MAX:
         return f"{where}: the Secret's data would be {size} bytes; a Secret holds at most {SECRET_DATA_SIZE_MAX}"
     return None
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")

@@ -8,8 +8,7 @@ from typing import Any
 from vault_sts_operator.api.specs import IdentitySpec, parse_identity
 from vault_sts_operator.config import OperatorConfig
 from vault_sts_operator.domain.errors import IdentityNotFoundError
-
-Key = tuple[str, str]
+from vault_sts_operator.domain.object_meta import Key
 
 
 class IdentityCatalog:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.domain.object_meta import Key
 from vault_sts_operator.services.reconciler import EventSink
 from vault_sts_operator.services.scheduler import Scheduler
 from vault_sts_operator.services.verifier import IdentityVerifier
@@ -57,7 +58,7 @@ class IdentityVerification:
             self._seen[name] = marker
             self.scheduler.wake(name)
 
-    def listed(self, seen: set[tuple[str, str]]) -> None:
+    def listed(self, seen: set[Key]) -> None:
         for name in [n for n in self._bodies if ("", n) not in seen]:  # deleted while no watch was open
             self.forget(name)
 

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import quote
 
+from vault_sts_operator.clients import kube_paths as paths
 from vault_sts_operator.clients.kube_rest import ApiError, KubeRest
 from vault_sts_operator.domain.leader import ElectionTiming, LeaseRecord, may_take, next_record, released
 
@@ -79,7 +79,7 @@ class LeaderElector:
 
     @property
     def path(self) -> str:
-        return f"/apis/coordination.k8s.io/v1/namespaces/{quote(self._namespace)}/leases/{quote(self._name)}"
+        return paths.leases(self._namespace, self._name)
 
     # -- one attempt -------------------------------------------------------------------------------------
     async def try_acquire_or_renew(self) -> bool:

@@ -43,15 +43,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from vault_sts_operator.api import constants as c
+from vault_sts_operator.clients import kube_paths as paths
 from vault_sts_operator.clients.kube import KubeGateway, ResourceVersionExpired
 from vault_sts_operator.config import is_namespace_pattern
 from vault_sts_operator.domain.backoff import ExponentialBackoff
 from vault_sts_operator.domain.errors import IssuingError
 from vault_sts_operator.domain.namespaces import namespace_matcher
+from vault_sts_operator.domain.object_meta import Key, key_of
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 OnEvent = Callable[[Mapping[str, Any], str | None], None]  # (object, event type; None for a listed item)
 OnListed = Callable[[set[Key]], None]  # every key the list had
 Factory = Callable[[], Awaitable[None]]
@@ -71,11 +72,6 @@ STALL_AFTER = 2 * 2 * MIN_WATCH_TIMEOUT
 # turns HTTP and connection errors into KubernetesError), a line that is not JSON (JSONDecodeError is a
 # ValueError) or not an object (dict() of a list or number: TypeError).
 CLIENT_ERRORS: tuple[type[Exception], ...] = (IssuingError, ValueError, TypeError)
-
-
-def key_of(obj: Mapping[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
 def _nothing() -> None:
@@ -218,29 +214,24 @@ def _describe(exc: Exception) -> str:
     return exc.message if isinstance(exc, IssuingError) else f"{type(exc).__name__}: {exc}"
 
 
-def namespace_filter(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """kopf's namespace patterns (globs, ``!`` exclusions, comma lists; domain/namespaces.py)."""
-    return namespace_matcher(patterns)
-
-
-def sources(namespaces: tuple[str, ...], collection: str) -> list[tuple[str, Callable[[str], bool]]]:
-    """The paths to watch ``collection`` (``/apis/<group>/<version>/{}<plural>`` with ``{}`` where a namespace
-    goes), each with the namespaces it serves: one cluster-wide watch for every namespace or for globs
-    (filtered here), one per namespace for exact names (what namespaced RBAC grants)."""
+def sources(namespaces: tuple[str, ...], collection: Callable[[str], str]) -> list[tuple[str, Callable[[str], bool]]]:
+    """The paths to watch a collection (`collection(namespace)`, "" for every namespace; clients/kube_paths.py),
+    each with the namespaces it serves: one cluster-wide watch for every namespace or for patterns (filtered
+    here by domain/namespaces.py), one per namespace for exact names (what namespaced RBAC grants)."""
     every: Callable[[str], bool] = lambda _namespace: True  # noqa: E731
     if not namespaces:
-        return [(collection.format(""), every)]
+        return [(collection(""), every)]
     if any(is_namespace_pattern(ns) for ns in namespaces):
-        return [(collection.format(""), namespace_filter(namespaces))]
+        return [(collection(""), namespace_matcher(namespaces))]
 
     def only(ns: str) -> Callable[[str], bool]:
         return lambda namespace: namespace == ns
 
-    return [(collection.format(f"namespaces/{ns}/"), only(ns)) for ns in dict.fromkeys(namespaces)]
+    return [(collection(ns), only(ns)) for ns in dict.fromkeys(namespaces)]
 
 
 def credential_sources(namespaces: tuple[str, ...]) -> list[tuple[str, Callable[[str], bool]]]:
-    return sources(namespaces, f"/apis/{c.GROUP}/{c.VERSION}/{{}}{c.CREDENTIAL_PLURAL}")
+    return sources(namespaces, paths.credentials)
 
 
 class SecretDeletions:
@@ -282,11 +273,11 @@ class Watches:
                  namespaces: tuple[str, ...], secrets: SecretDeletions | None = None,
                  stall_after: float = STALL_AFTER) -> None:
         self._stall_after = stall_after
-        self.identities = ListWatch(kube, f"/apis/{c.GROUP}/{c.VERSION}/{c.IDENTITY_PLURAL}",
+        self.identities = ListWatch(kube, paths.identities(),
                                     on_event=on_identity, on_listed=on_identities_listed)
         self.credentials = self._scoped(kube, credential_sources(namespaces), on_credential, on_credentials_listed)
         if secrets is not None:
-            self.credentials += self._scoped(kube, sources(namespaces, "/api/v1/{}secrets"), secrets.observe,
+            self.credentials += self._scoped(kube, sources(namespaces, paths.secrets), secrets.observe,
                                              secrets.listed, label_selector=SECRET_SELECTOR, metadata_only=True)
 
     @staticmethod
