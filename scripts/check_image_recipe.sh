@@ -108,15 +108,15 @@ got_version="$(cd /tmp && vault-sts-operator --version)"
 [[ "$got_version" == "$want_version" ]] || fail "--version printed '$got_version', want $want_version"
 ok "vault-sts-operator --version: $got_version"
 help="$(cd /tmp && vault-sts-operator run --help)"
-for flag in --all-namespaces --namespace --vault-address --metrics-port --liveness --peering; do
+for flag in --all-namespaces --namespace --vault-address --metrics-port --liveness --leader-election-lease; do
   grep -q -- "$flag" <<<"$help" || fail "run --help lacks $flag"
 done
-ok "vault-sts-operator run --help lists --all-namespaces, --namespace, --vault-address, --metrics-port, --liveness, --peering"
+ok "vault-sts-operator run --help lists --all-namespaces, --namespace, --vault-address, --metrics-port, --liveness, --leader-election-lease"
 
-# The full import graph (kopf handlers, clients) loads from the venv alone.
-(cd /tmp && python -c 'import vault_sts_operator.handlers, vault_sts_operator.app') \
-  || fail "importing the handlers failed"
-ok "import vault_sts_operator.handlers (kopf, kubernetes, hvac, boto3, prometheus_client) works"
+# The full import graph (the runtime, its services and clients) loads from the venv alone.
+(cd /tmp && python -c 'import vault_sts_operator.runtime, vault_sts_operator.app') \
+  || fail "importing the runtime failed"
+ok "import vault_sts_operator.runtime (aiohttp, hvac, boto3, prometheus_client) works"
 
 # `operator` is still the standard library's module.
 where="$(cd /tmp && python - <<'PY'

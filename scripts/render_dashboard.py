@@ -46,7 +46,6 @@ def run_workload(minutes: float, interval: float) -> tuple[list[tuple[float, lis
 
     stack = StackEnv.load()
     kubectl(stack, "apply", "-f", str(ROOT / "crds"))
-    kubectl(stack, "apply", "-f", str(ROOT / "charts/vault-sts-operator/files/crds/kopf.dev_peerings.yaml"))
     kube = Kube(stack)
     tag = uuid.uuid4().hex[:6]
     namespace = kube.namespace(f"dash-{tag}")

@@ -108,7 +108,8 @@ def helm(stack: StackEnv, *args: str, check: bool = True) -> subprocess.Complete
 def chart_release(stack: StackEnv, crds: None) -> str:
     """The Helm chart installed on the real apiserver for its ServiceAccount and RBAC. The end-to-end and fault
     suites run the operator as a host process with that ServiceAccount, so the chart runs no pod of its own
-    (replicaCount 0): the stack has a node, and a second, peered operator would compete. tests/node installs
+    (replicaCount 0): the stack has a node, and its pods would compete for the same leader election Lease
+    (vault-sts-operator/vault-sts-operator) as the host process. tests/node installs
     the chart as users do, with the real image."""
     helm(stack, "upgrade", "--install", RELEASE, str(ROOT / "charts" / "vault-sts-operator"),
          "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--set", f"vault.address={stack.vault_addr}",

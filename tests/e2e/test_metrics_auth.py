@@ -80,7 +80,7 @@ def test_metrics_need_a_token_the_api_server_authorizes(stack, kube, operator, c
 
 def test_the_switch_serves_plain_http_without_a_token(stack, kube, operator, unique):
     """--metrics-secure=false, for clusters that protect the port otherwise. This operator watches one empty
-    namespace only (no peering): the suite's operator keeps every credential."""
+    namespace only (no leader election): the suite's operator keeps every credential."""
     empty = kube.namespace(f"metrics-plain-{unique}")
     plain = OperatorProcess(stack, name="operator-plain-metrics", kubeconfig=operator.kubeconfig,
                             metrics_secure=False, extra_args=["--namespace", empty])

@@ -26,4 +26,5 @@ def test_make_sbom_lists_every_locked_runtime_dependency():
     assert {k.lower(): v for k, v in locked.items()} == listed
     for component in sbom["components"]:
         assert component["purl"] == f"pkg:pypi/{component['name'].lower()}@{component['version']}"
-    assert {"kopf", "boto3", "hvac", "prometheus-client", "requests"} <= set(listed)
+    assert {"aiohttp", "boto3", "hvac", "prometheus-client", "requests"} <= set(listed)
+    assert "kopf" not in listed  # retired (issue 18)
