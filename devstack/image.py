@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -31,68 +30,31 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
+from devstack import node, stack
+from devstack.handle import Stack
+from devstack.image_cache import (
+    BASE_PACKAGES,
+    BASE_RECIPE,
+    MIRRORS,
+    REPOSITORY,
+    SUITE,
+    Built,
+    archive_for,
+    cached,
+    inputs_hash,
+)
 from devstack.layout import REPO_ROOT
 from devstack.pause import cache_dir
 from devstack.procs import StackError
 
-REPOSITORY = "vso.local/vault-sts-operator"
 DOCKERFILE_BASE = "docker.io/library/python:3.11-slim"
-SUITE = "bookworm"
-BASE_PACKAGES = "python3,python3-venv,python3-pip,ca-certificates"
-MIRRORS = (
-    f"deb http://deb.debian.org/debian {SUITE} main",
-    f"deb http://deb.debian.org/debian {SUITE}-updates main",
-    f"deb http://deb.debian.org/debian-security {SUITE}-security main",
-)
-BASE_RECIPE = json.dumps(
-    {"variant": "minbase", "suite": SUITE, "include": BASE_PACKAGES, "mirrors": MIRRORS, "python_symlink": True}
-)
-# what the image is made of: any change here makes a new image (and a new tag)
-KEEP_ARCHIVES = 4
-INPUTS = ("Dockerfile", "pyproject.toml", "README.md", "requirements", "scripts/image_install.sh", "operator")
-
-
-@dataclass(frozen=True)
-class Built:
-    reference: str
-    archive: Path
+KEEP_ARCHIVES = 4  # image archives kept in the cache (several checkouts share it)
 
 
 def _log(message: str) -> None:
     print(f"[image {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _input_files() -> Iterator[Path]:
-    for name in INPUTS:
-        path = REPO_ROOT / name
-        if path.is_file():
-            yield path
-        elif path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if f.is_file() and "__pycache__" not in f.parts and not f.name.endswith((".pyc", ".egg-info")) \
-                        and not any(p.endswith(".egg-info") for p in f.parts):
-                    yield f
-
-
-def inputs_hash() -> str:
-    digest = hashlib.sha256(BASE_RECIPE.encode())
-    for f in _input_files():
-        digest.update(str(f.relative_to(REPO_ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def _archive_for(key: str) -> Path:
-    return cache_dir() / f"operator-{key}.tar"
-
-
-def cached() -> Built | None:
-    """The image archive for the current sources, if ``make image`` built it."""
-    key = inputs_hash()
-    archive = _archive_for(key)
-    return Built(f"{REPOSITORY}:{key}", archive) if archive.is_file() else None
 
 
 # --------------------------------------------------------------------------- podman plumbing
@@ -219,7 +181,7 @@ def build() -> Built:
             capture=False,
         )
         _log(f"built in {time.monotonic() - started:.0f}s; saving")
-        archive = _archive_for(key)
+        archive = archive_for(key)
         tmp = archive.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
         _podman("save", "--format", "docker-archive", "--output", str(tmp), reference)
@@ -252,9 +214,7 @@ def size_bytes(reference: str) -> int:
 
 def load_into_stack(built: Built) -> bool:
     """Import into the running stack's node and rewrite ``.stack/env``; False when no stack runs."""
-    from devstack import node, stack
-
-    handle = stack.Stack.default()
+    handle = Stack.default()
     if not node.enabled() or not stack.is_healthy(handle):
         return False
     if node.loaded_image(handle.layout) != built.reference:

@@ -26,18 +26,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from devstack import health, netns, pause, procs
+from devstack.handle import Stack
 from devstack.kubeconfig import write_cert_kubeconfig
 from devstack.layout import Layout, Ports
 from devstack.pki import NODE_NAME, Pki
 from devstack.procs import StackError
-
-if TYPE_CHECKING:
-    from devstack.stack import Stack
 
 SERVICE_CIDR = "10.96.0.0/16"
 KUBELET_PORT = 10250

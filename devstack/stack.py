@@ -9,21 +9,19 @@ its forwarder, containerd, kubelet and kube-proxy) unless ``VSO_STACK_NODE=0``.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import secrets
 import shutil
 import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from devstack import health, node, procs, vault_config, vault_server
+from devstack import health, image_cache, node, procs, vault_config, vault_server
 from devstack.env import StackEnv
+from devstack.handle import Stack, read_state, write_state
 from devstack.kubeconfig import write_cert_kubeconfig
-from devstack.layout import AWS_PLUGIN_NAME, REPO_ROOT, Binaries, Layout, Ports
+from devstack.layout import AWS_PLUGIN_NAME, REPO_ROOT, Ports
 from devstack.pki import Pki, ensure_pki
 from devstack.procs import StackError
 
@@ -50,55 +48,6 @@ CONTROLLERS = (
 
 def _services() -> tuple[str, ...]:
     return SERVICES if node.enabled() else tuple(s for s in SERVICES if s not in NODE_SERVICES)
-
-
-@dataclass(frozen=True)
-class Stack:
-    layout: Layout
-    ports: Ports
-    binaries: Binaries
-    vault_flavor: str = vault_server.DEFAULT_FLAVOR
-
-    @classmethod
-    def default(cls) -> Stack:
-        """The stack of this checkout. While one runs, its recorded ports win over
-        ``VSO_STACK_PORT_OFFSET``, so every shell and test run talks to the same processes.
-        ``VSO_VAULT_FLAVOR`` picks the Vault when set (``up`` restarts a stack running the other
-        one); unset, the running stack's flavour, else OpenBao."""
-        layout = Layout.default()
-        state = _read_state(layout)
-        recorded = state.get("ports")
-        try:
-            # a stack recorded before a port was added gets today's ports (it restarts anyway)
-            same = isinstance(recorded, dict) and set(recorded) == set(vars(Ports()))
-            ports = Ports(**recorded) if same and isinstance(recorded, dict) else Ports.default()
-        except TypeError:
-            ports = Ports.default()
-        flavor = vault_server.flavor_from_env()
-        if not os.environ.get(vault_server.FLAVOR_ENV) and state.get("vault_flavor") in vault_server.FLAVORS:
-            flavor = str(state["vault_flavor"])
-        return cls(layout, ports, Binaries.discover(), flavor)
-
-    @property
-    def vault(self) -> vault_server.VaultServer:
-        return vault_server.VaultServer.for_stack(self.vault_flavor, self.binaries, self.layout, self.ports)
-
-    @property
-    def kube_api(self) -> str:
-        return f"https://127.0.0.1:{self.ports.apiserver}"
-
-    @property
-    def vault_addr(self) -> str:
-        return self.vault.addr
-
-    @property
-    def sts_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports.emulator}"
-
-    @property
-    def emulator_admin_url(self) -> str:
-        """What ``EmulatorAdmin`` takes; the admin API itself is under ``<this>/_emulator/``."""
-        return self.sts_endpoint
 
 
 def log(message: str) -> None:
@@ -137,7 +86,7 @@ def up(stack: Stack | None = None) -> StackEnv:
         key=pki.controller_manager.key,
     )
 
-    state = _read_state(layout)
+    state = read_state(layout)
     reason = _unhealthy_reason(stack, pki, state)
     if reason is None:
         log(f"stack already up and healthy; re-applying {stack.vault.label} configuration and rewriting .stack/env")
@@ -199,9 +148,9 @@ def _cold_start(stack: Stack, pki: Pki) -> StackEnv:
             "vault_flavor": stack.vault_flavor,
             "ports": vars(ports),
         }
-        _write_state(layout, {**state, "configured": False})
+        write_state(layout, {**state, "configured": False})
         env = _configure(stack, pki, token)
-        _write_state(layout, {**state, "configured": True})
+        write_state(layout, {**state, "configured": True})
     except BaseException:
         log("start failed; stopping what was started (logs kept in .stack/logs)")
         down(stack, quiet=True, keep_logs=True)
@@ -222,9 +171,7 @@ def _start_node(stack: Stack, pki: Pki) -> None:
 
 def _load_cached_image(stack: Stack) -> None:
     """Import the operator image ``make image`` built for the current sources, if it is cached."""
-    from devstack import image
-
-    built = image.cached()
+    built = image_cache.cached()
     if built is None or node.loaded_image(stack.layout) == built.reference:
         return
     seconds = node.import_image(stack, built.archive, built.reference)
@@ -437,18 +384,6 @@ def _check_ports_free(ports: Ports) -> None:
 # --------------------------------------------------------------------------- health / state
 
 
-def _read_state(layout: Layout) -> dict[str, object]:
-    try:
-        data = json.loads(layout.state_file.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_state(layout: Layout, state: dict[str, object]) -> None:
-    layout.state_file.write_text(json.dumps(state))
-
-
 def _unhealthy_reason(stack: Stack, pki: Pki, state: dict[str, object]) -> str | None:
     """None when every process runs and answers and OpenBao was configured; else why not."""
     if not state.get("configured"):
@@ -484,7 +419,7 @@ def is_healthy(stack: Stack | None = None) -> bool:
     stack = stack or Stack.default()
     if not stack.layout.pki.is_dir() or stack.binaries.missing() or stack.vault.missing():
         return False
-    return _unhealthy_reason(stack, ensure_pki(stack.layout.pki), _read_state(stack.layout)) is None
+    return _unhealthy_reason(stack, ensure_pki(stack.layout.pki), read_state(stack.layout)) is None
 
 
 # --------------------------------------------------------------------------- down / status
@@ -591,7 +526,7 @@ def start_service(name: str, stack: Stack | None = None) -> None:
     if running is not None and procs.alive(running):
         raise StackError(f"{name} is already running (pid {running.pid})")
     pki = ensure_pki(stack.layout.pki)
-    state = _read_state(stack.layout)
+    state = read_state(stack.layout)
     if name == vault_server.SERVICE:
         token = str(state["vault_token"])
         _start_vault(stack, pki)
