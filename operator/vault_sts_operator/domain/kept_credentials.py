@@ -51,6 +51,10 @@ class KeptCredentialStore:
             return None
         return kept
 
+    def held(self, owner: Owner) -> KeptCredentials | None:
+        """What `owner` holds, left in the store (a pass reads it while gathering, and `take`s it if it issues)."""
+        return self._kept.get(owner)
+
     def __len__(self) -> int:
         return len(self._kept)
 

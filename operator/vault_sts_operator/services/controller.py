@@ -38,11 +38,8 @@ from vault_sts_operator.api.timefmt import parse_time
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.domain.errors import IssuingError
 from vault_sts_operator.domain.sts_limits import MAX_SPEC_BYTES, OVERSIZED_SPEC
-from vault_sts_operator.services.reconciler import (
-    CredentialReconciler,
-    IdentityResolver,
-    KnownSecret,
-)
+from vault_sts_operator.services.gatherer import IdentityResolver, KnownSecret
+from vault_sts_operator.services.reconciler import CredentialReconciler
 from vault_sts_operator.services.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
