@@ -12,8 +12,8 @@ from vault_sts_operator.domain.leader import ElectionTiming
 
 
 def is_namespace_pattern(namespace: str) -> bool:
-    """Whether a `--namespace` value is one of kopf's patterns (globs, `!` exclusions, comma lists; matched
-    with fnmatch, so `[...]` too) rather than a namespace's name."""
+    """Whether a `--namespace` value is a pattern (globs, `!` exclusions, comma lists; matched with fnmatch,
+    so `[...]` too; domain/namespaces.py) rather than a namespace's name."""
     return any(ch in namespace for ch in "*?[!,")
 
 

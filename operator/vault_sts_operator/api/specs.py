@@ -1,4 +1,4 @@
-"""Typed views of the custom resources' specs, parsed from kopf bodies.
+"""Typed views of the custom resources' specs, parsed from the objects the watches hand over.
 
 The CRD schema refuses most bad input at apply time; these parsers repeat the
 checks that matter for safety (so a CR created before a schema change, or with

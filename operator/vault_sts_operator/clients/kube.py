@@ -1,4 +1,5 @@
-"""Kubernetes API access the operator needs beyond kopf's watches.
+"""The operator's Kubernetes API calls: lists and watch streams for services/watch.py, Secrets, status
+patches, Events, finalizers, ServiceAccount tokens, rollout restarts, token and access reviews.
 
 Async calls on one aiohttp session. Secrets are read and written by name; the only list and watch
 of Secrets is label-selected on the server to the ones this operator wrote (services/watch.py).

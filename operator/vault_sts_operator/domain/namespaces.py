@@ -1,4 +1,4 @@
-"""Which namespaces a `--namespace` pattern serves: kopf's pattern rule, kept exactly, without kopf.
+"""Which namespaces a `--namespace` pattern serves.
 
 A pattern is a comma-separated list of globs (spaces around each are ignored), matched with `fnmatch`
 (so `*`, `?` and `[...]`). A glob starting with `!` excludes. Read left to right: the first glob decides the
@@ -7,9 +7,6 @@ later inclusion matches again only a namespace the first glob matched. So `"app-
 `app-x` and `app-pr-1` but not `app-pr-2`, nor `other-pr-1` (never matched by `app-*`).
 
 Several patterns (several `--namespace` flags) serve the union of what each serves.
-
-Written here rather than imported: kopf exports this rule only from a private module
-(`kopf._cogs.structs.references.match_namespace`); the unit tests compare the two on a table of cases.
 """
 
 from __future__ import annotations

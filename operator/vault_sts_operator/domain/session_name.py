@@ -4,9 +4,7 @@ Every session name the operator sends is `<namespace>@<rest>`. Namespace names h
 (they are DNS labels), so the text before the first `@` is always the namespace: CloudTrail
 shows who asked, and a trust policy can demand `"sts:RoleSessionName": "team-a@*"`. A tenant's
 `roleSessionName` becomes `<rest>` (kept as is when it already starts with `<namespace>@`);
-the default `<rest>` is the credential's name. The old `<namespace>-<name>` could not be read
-back: namespace `team-a` with credential `b-x` and namespace `team-a-b` with credential `x` both
-gave `team-a-b-x`.
+the default `<rest>` is the credential's name.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 All tenants reach STS as one IAM user, so AWS tells them apart only by what the operator sends:
 the session name, session tags, SourceIdentity and ExternalId. This module turns an identity's
 `TenantPolicy` and a credential's request into those parameters, or refuses the request. Pure:
-no I/O, no kopf, hvac or boto3, and nothing from `api/`.
+no I/O, no hvac or boto3, and nothing from `api/`.
 """
 
 from __future__ import annotations

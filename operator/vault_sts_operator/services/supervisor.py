@@ -1,11 +1,10 @@
 """Every long-running task of the operator under one supervisor: none can end unnoticed.
 
-A bare `create_task` that raises ends for good, and nothing tells: a watch that died on a malformed
-line left the operator "healthy" and blind. Here each task (a watch, the scheduler, the leader
+A bare `create_task` that raises ends for good, and nothing tells. Here each task (a watch, the scheduler, the leader
 election, the metrics and health servers) is started by the supervisor; an unexpected exit is logged
 with its exception and the task is started again after a jittered exponential backoff (client-go's
 `wait.Backoff` with jitter: 1 s doubling to 30 s, +/-50 %). A task that fails `max_failures` times within
-`failure_window` seconds, or raises `Fatal`, stops the supervisor: `run()` raises, the process exits
+`failure_window` seconds, or raises `Fatal`, stops the supervisor: `wait()` raises SupervisorStopped, the process exits
 non-zero and the kubelet restarts the pod, which is the right answer to a fault a restart of the task
 could not mend.
 
@@ -34,7 +33,7 @@ class Fatal(Exception):
 
 
 class SupervisorStopped(Exception):
-    """`run()` ended because a task could not be kept running (the message says which and why)."""
+    """`wait()` ended because a task could not be kept running (the message says which and why)."""
 
 
 @dataclass
