@@ -33,7 +33,8 @@ CLOCK_SKEW_EVENTS = Counter(f"{_NS}_clock_skew_detected_total",
                             "MFA device records found ahead of this replica's clock beyond tolerance", ["source"])
 SCHEDULED_CREDENTIALS = Gauge(f"{_NS}_credentials_scheduled",
                               "AssumedRoleCredentials this replica knows and schedules")
-ACTIVE = Gauge(f"{_NS}_active", "1 while this replica runs credential passes, 0 while it stands by (another replica leads)")
+ACTIVE = Gauge(f"{_NS}_active",
+               "1 while this replica runs credential passes, 0 while it stands by (another replica leads)")
 ROLLOUT_RESTARTS = Counter(f"{_NS}_rollout_restarts_total", "Workloads restarted after a rotation", ["kind"])
 ROLLOUT_RESTARTS_REFUSED = Counter(f"{_NS}_rollout_restarts_refused_total",
                                    "Rollout restarts not done: the workload does not opt in", ["kind"])
