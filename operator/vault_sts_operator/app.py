@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vault_sts_operator.api.specs import IdentitySpec
-from vault_sts_operator.api.timefmt import format_time
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.clients.kube_config import default_login
 from vault_sts_operator.clients.kube_rest import KubeRest
@@ -19,6 +18,7 @@ from vault_sts_operator.clients.vault_factory import VaultSessionFactory
 from vault_sts_operator.config import OperatorConfig
 from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.domain.timefmt import format_time
 from vault_sts_operator.services.controller import CredentialController
 from vault_sts_operator.services.identity_catalog import IdentityCatalog
 from vault_sts_operator.services.identity_verification import IdentityVerification
@@ -86,10 +86,13 @@ def build_services(config: OperatorConfig) -> Services:
         restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds),
         rotate_min_interval=timedelta(seconds=config.rotate_min_interval_seconds),
         max_sleep_seconds=config.secret_check_seconds)
-    controller = CredentialController(reconciler=reconciler, kube=kube, workers=config.max_concurrent_passes,
-                                      trust_known_secret=config.watch_secrets)
-    identities = IdentityCatalog(config, on_change=controller.identity_changed)
-    controller.resolve = identities.resolve
+
+    def identity_changed(name: str) -> None:  # an MFAIdentity appeared, changed or went: its credentials re-decide
+        controller.identity_changed(name)  # (the controller, built next, resolves its passes' identities here)
+
+    identities = IdentityCatalog(config, on_change=identity_changed)
+    controller = CredentialController(reconciler=reconciler, kube=kube, identities=identities,
+                                      workers=config.max_concurrent_passes, trust_known_secret=config.watch_secrets)
     verifier = IdentityVerifier(vault=vault, kube=kube, default_vault=config.default_vault,
                                 operator_namespace=config.lease_namespace, rules=config.connection_rules)
     verification = IdentityVerification(verifier, events=post_event, on_changed=controller.identity_changed,
@@ -104,8 +107,7 @@ def build_services(config: OperatorConfig) -> Services:
         verification.listed(seen)
 
     watches = Watches(kube, on_identity=identity_event, on_identities_listed=identities_listed,
-                      on_credential=controller.observe, on_credentials_listed=controller.listed,
-                      namespaces=config.namespaces,
+                      credentials=controller, namespaces=config.namespaces,
                       secrets=SecretDeletions(controller.secret_deleted) if config.watch_secrets else None)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, verifier=verifier,
                     controller=controller, watches=watches, identities=identities, verification=verification,

@@ -19,6 +19,11 @@ class FakeReconciler:
         return self.results.pop(0)
 
 
+class NoIdentities:
+    def resolve(self, name: str) -> Any:
+        return None  # the fake reconciler resolves nothing
+
+
 def credential(name: str, status: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "vaultsts.io/v1alpha1", "kind": "AssumedRoleCredential",
             "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}", "generation": 1},
@@ -29,7 +34,7 @@ def test_series_from_status_then_from_passes_then_gone() -> None:
     async def scenario() -> list[list[metrics.CredentialState]]:
         reconciler = FakeReconciler()
         controller = CredentialController(reconciler=cast(CredentialReconciler, reconciler), kube=cast(Any, None),
-                                          workers=1)
+                                          identities=NoIdentities(), workers=1)
         controller.scheduler.pause()  # passes run only when the test calls them
         seen = []
         controller.observe(credential("ok", {
@@ -38,15 +43,14 @@ def test_series_from_status_then_from_passes_then_gone() -> None:
             "conditions": [{"type": "Ready", "status": "True", "reason": "Issued"}]}), None)
         controller.observe(credential("bad", {
             "conditions": [{"type": "Ready", "status": "False", "reason": "NotAllowed"}]}), None)
-        seen.append(list(controller._series()))
-        controller.resolve = lambda *_: None  # type: ignore[assignment,return-value]
+        seen.append(list(controller.series.states()))
         reconciler.results = [PassResult(60.0, failures=1, reason="STSUnavailable"),
                               PassResult(60.0, failures=0, reason="Issued", renewal=1234.0)]
         await controller._pass(("team", "ok"))
-        seen.append(list(controller._series()))
+        seen.append(list(controller.series.states()))
         await controller._pass(("team", "bad"))
         controller.observe(credential("ok", {}), "DELETED")
-        seen.append(list(controller._series()))
+        seen.append(list(controller.series.states()))
         return seen
 
     at_start, after_failure, at_end = asyncio.run(scenario())
@@ -63,13 +67,13 @@ def test_series_from_status_then_from_passes_then_gone() -> None:
 def test_a_list_without_a_credential_forgets_it_in_its_own_namespaces_only() -> None:
     async def scenario() -> list[tuple[str, str]]:
         controller = CredentialController(reconciler=cast(CredentialReconciler, FakeReconciler()),
-                                          kube=cast(Any, None), workers=1)
+                                          kube=cast(Any, None), identities=NoIdentities(), workers=1)
         controller.scheduler.pause()
         for namespace, name in (("team", "a"), ("team", "b"), ("other", "c")):
             controller.observe({**credential(name, {}), "metadata": {
                 "name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1}}, None)
         controller.listed({("team", "a")}, lambda namespace: namespace == "team")
-        return [(s.namespace, s.name) for s in controller._series()]
+        return [(s.namespace, s.name) for s in controller.series.states()]
 
     assert asyncio.run(scenario()) == [("team", "a"), ("other", "c")]
 
@@ -77,7 +81,7 @@ def test_a_list_without_a_credential_forgets_it_in_its_own_namespaces_only() -> 
 def test_a_paused_replica_follows_the_active_ones_status_instead_of_running_its_queued_wake() -> None:
     async def scenario() -> tuple[bool, bool, bool]:
         controller = CredentialController(reconciler=cast(CredentialReconciler, FakeReconciler()),
-                                          kube=cast(Any, None), workers=1)
+                                          kube=cast(Any, None), identities=NoIdentities(), workers=1)
         controller.scheduler.pause()  # another replica is active
         controller.observe(credential("a", {}), "ADDED")  # new: this replica would issue it once active
         queued_at_first = ("team", "a") in controller.scheduler._queued

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from vault_sts_operator.services.controller import fingerprint, scheduled_renewal
+from vault_sts_operator.services.credential_cache import fingerprint, scheduled_renewal
 from vault_sts_operator.services.scheduler import Scheduler
 
 

@@ -15,12 +15,9 @@ import yaml
 from vault_sts_operator.api.specs import parse_credential
 from vault_sts_operator.domain import sts_limits as limits
 from vault_sts_operator.domain.errors import InvalidSpecError
-from vault_sts_operator.services.controller import (
-    MAX_ROTATE_VALUE,
-    CredentialController,
-    _compact,
-    bounded_rotate,
-)
+from vault_sts_operator.services.controller import CredentialController
+from vault_sts_operator.services.credential_cache import MAX_ROTATE_VALUE, bounded_rotate
+from vault_sts_operator.services.credential_cache import compact as compacted
 from vault_sts_operator.services.reconciler import CredentialReconciler, PassResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -256,6 +253,11 @@ class FakeReconciler:
         return PassResult(60.0, failures=0, reason="Issued")
 
 
+class NoIdentities:
+    def resolve(self, name: str) -> Any:
+        return None  # the fake reconciler resolves nothing
+
+
 def huge(name: str, *, spec_annotations: int = 0, meta_annotations: int = 0, rotate: str | None = None
          ) -> dict[str, Any]:
     annotations = {f"tenant/n{i}": "x" * 100_000 for i in range(meta_annotations)}
@@ -269,7 +271,7 @@ def huge(name: str, *, spec_annotations: int = 0, meta_annotations: int = 0, rot
 
 
 def test_compact_keeps_what_a_pass_needs_and_nothing_of_a_large_metadata() -> None:
-    compact, raw = _compact(huge("a", meta_annotations=10, rotate="now"))
+    compact, raw = compacted(huge("a", meta_annotations=10, rotate="now"))
     assert len(raw) < 1000
     assert compact["metadata"]["annotations"] == {"vaultsts.io/rotate": "now"}
     assert compact["spec"]["roleArn"] == ROLE
@@ -277,14 +279,14 @@ def test_compact_keeps_what_a_pass_needs_and_nothing_of_a_large_metadata() -> No
 
 
 def test_a_spec_larger_than_the_bound_becomes_a_marker() -> None:
-    compact, raw = _compact(huge("a", spec_annotations=4))  # 400 KB of target.annotations: more than the CRD allows
+    compact, raw = compacted(huge("a", spec_annotations=4))  # 400 KB of target.annotations: more than the CRD allows
     assert len(raw) < 1000
     assert list(compact["spec"]) == [limits.OVERSIZED_SPEC] and compact["spec"][limits.OVERSIZED_SPEC] > 400_000
     with pytest.raises(InvalidSpecError) as refused:
         parse_credential("team", "a", compact["spec"])
     assert refused.value.reason == "InvalidSpec" and "make target.annotations or target.labels smaller" in \
         refused.value.message
-    _, kept = _compact(huge("b", spec_annotations=3))  # 300 KB: under the bound, kept (and refused by its checks)
+    _, kept = compacted(huge("b", spec_annotations=3))  # 300 KB: under the bound, kept (and refused by its checks)
     assert len(kept) > 300_000
 
 
@@ -295,7 +297,7 @@ def test_a_long_rotate_value_is_kept_as_its_hash() -> None:
     long_a, long_b = bounded_rotate("r" * 200_000), bounded_rotate("r" * 199_999 + "s")
     assert long_a is not None and long_a.startswith("sha256:") and len(long_a) == 71
     assert long_a != long_b and long_a == bounded_rotate("r" * 200_000)  # a new value is still a new request
-    _, raw = _compact(huge("a", rotate="r" * 200_000))
+    _, raw = compacted(huge("a", rotate="r" * 200_000))
     assert len(raw) < 1000
 
 
@@ -303,12 +305,11 @@ def test_the_controllers_memory_per_credential_is_bounded_and_an_oversized_one_f
     async def scenario() -> tuple[int, FakeReconciler, CredentialController]:
         reconciler = FakeReconciler()
         controller = CredentialController(reconciler=cast(CredentialReconciler, reconciler), kube=cast(Any, None),
-                                          workers=1)
+                                          identities=NoIdentities(), workers=1)
         controller.scheduler.pause()
-        controller.resolve = lambda *_: None  # type: ignore[assignment,return-value]
         for i in range(20):
             controller.observe(huge(f"c{i}", spec_annotations=5, meta_annotations=5, rotate="r" * 100_000), None)
-        held = sum(len(cached.raw) + len(cached.identity) for cached in controller._objects.values())
+        held = sum(len(cached.raw) + len(cached.identity) for _, cached in controller.cache.items())
         await controller._pass(("team", "c0"))
         return held, reconciler, controller
 
@@ -316,5 +317,5 @@ def test_the_controllers_memory_per_credential_is_bounded_and_an_oversized_one_f
     assert held < 20 * 1000  # 20 objects of 1.3 MB each, held in under 20 KB
     [body] = reconciler.bodies
     assert limits.OVERSIZED_SPEC in body["spec"]
-    assert controller._objects[("team", "c0")].reason == "InvalidSpec"
-    assert controller._objects[("team", "c0")].ready is False
+    c0 = controller.cache.get(("team", "c0"))
+    assert c0 is not None and c0.reason == "InvalidSpec" and c0.ready is False

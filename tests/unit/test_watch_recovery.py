@@ -200,8 +200,8 @@ def test_watches_for_the_supervisor_wait_for_the_identities_and_report_progress_
     async def scenario() -> tuple[list[tuple[str, float]], list[str], dict[str, int]]:
         kube = PathKube()
         watches = Watches(kube, on_identity=lambda o, t: None, on_identities_listed=lambda keys: None,  # type: ignore[arg-type]
-                          on_credential=lambda o, t: None, on_credentials_listed=lambda keys, serves: None,
-                          namespaces=("a", "b"), secrets=SecretDeletions(lambda ns, name: None))
+                          credentials=SecretDeletions(lambda ns, name: None), namespaces=("a", "b"),
+                          secrets=SecretDeletions(lambda ns, name: None))
         supervisor = Supervisor()
         reported: dict[str, int] = {}
 

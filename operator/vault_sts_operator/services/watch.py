@@ -40,7 +40,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.clients import kube_paths as paths
@@ -264,32 +264,41 @@ class SecretDeletions:
                                        "labels": {c.CREDENTIAL_LABEL: self._owners[key]}}}, "DELETED")
 
 
+class Consumer(Protocol):
+    """What a watch of a namespaced collection hands its objects to: the credential controller
+    (services/controller.py), the Secret deletions (`SecretDeletions`). Neither may raise (see the module)."""
+
+    def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
+        """One object as listed (`event_type` None) or watched (ADDED, MODIFIED, DELETED)."""
+
+    def listed(self, seen: set[Key], serves: Callable[[str], bool]) -> None:
+        """A complete list had `seen`, of the namespaces `serves` accepts (what is held beyond it was deleted)."""
+
+
 class Watches:
     """The operator's watches, for the supervisor: `supervised(progress)` gives each as (name, factory,
     stall_after), for `Supervisor.add`."""
 
     def __init__(self, kube: KubeGateway, *, on_identity: OnEvent, on_identities_listed: OnListed,
-                 on_credential: OnEvent, on_credentials_listed: Callable[[set[Key], Callable[[str], bool]], None],
-                 namespaces: tuple[str, ...], secrets: SecretDeletions | None = None,
+                 credentials: Consumer, namespaces: tuple[str, ...], secrets: Consumer | None = None,
                  stall_after: float = STALL_AFTER) -> None:
         self._stall_after = stall_after
         self.identities = ListWatch(kube, paths.identities(),
                                     on_event=on_identity, on_listed=on_identities_listed)
-        self.credentials = self._scoped(kube, credential_sources(namespaces), on_credential, on_credentials_listed)
+        self.credentials = self._scoped(kube, credential_sources(namespaces), credentials)
         if secrets is not None:
-            self.credentials += self._scoped(kube, sources(namespaces, paths.secrets), secrets.observe,
-                                             secrets.listed, label_selector=SECRET_SELECTOR, metadata_only=True)
+            self.credentials += self._scoped(kube, sources(namespaces, paths.secrets), secrets,
+                                             label_selector=SECRET_SELECTOR, metadata_only=True)
 
     @staticmethod
-    def _scoped(kube: KubeGateway, paths: list[tuple[str, Callable[[str], bool]]], on_event: OnEvent,
-                on_listed: Callable[[set[Key], Callable[[str], bool]], None], label_selector: str = "",
-                metadata_only: bool = False) -> list[ListWatch]:
+    def _scoped(kube: KubeGateway, paths: list[tuple[str, Callable[[str], bool]]], consumer: Consumer,
+                label_selector: str = "", metadata_only: bool = False) -> list[ListWatch]:
         def scoped(serves: Callable[[str], bool]) -> tuple[OnEvent, OnListed]:
             def event(obj: Mapping[str, Any], kind: str | None) -> None:
                 if serves(key_of(obj)[0]):
-                    on_event(obj, kind)
+                    consumer.observe(obj, kind)
 
-            return event, lambda seen: on_listed({k for k in seen if serves(k[0])}, serves)
+            return event, lambda seen: consumer.listed({k for k in seen if serves(k[0])}, serves)
 
         watches = []
         for path, serves in paths:
