@@ -100,11 +100,12 @@ def identity(make_identity: Callable[..., SeededIdentity], namespaces: dict[str,
 @pytest.fixture(scope="session")
 def release(stack: StackEnv, kube: Kube, node: Node, crds: None, no_host_operators: None,
             figures: Figures) -> Iterator[str]:
-    """``helm install`` of the chart with the real image: 2 replicas, peering on, Vault as pods reach it."""
+    """``helm install`` of the chart with the real image: 2 replicas electing a leader on Lease ``vso-node/vso-node``,
+    Vault as pods reach it."""
     helm(stack, "uninstall", RELEASE, "--namespace", RELEASE, "--wait", check=False)  # a previous run's
     started = time.monotonic()
     helm(stack, "install", RELEASE, str(CHART), "--namespace", RELEASE, "--create-namespace",
-         *release_values(node, peering=RELEASE))
+         *release_values(node, lease=RELEASE))
     wait_release_ready(kube.core, RELEASE, RELEASE)
     figures.record("helm_install_to_operator_ready_s", time.monotonic() - started)
     yield RELEASE
