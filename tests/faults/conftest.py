@@ -22,7 +22,7 @@ from devstack.seed import RoleSpec, SeededIdentity, seed_identity
 from tests.e2e.helpers import Kube
 from tests.faults.helpers import REPORTS_WRITTEN, FaultReport, SecretGuard
 
-PEERING = "vault-sts-operator"
+LEASE = "vault-sts-operator"  # the leader election Lease, as the chart names it for the e2e release
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,7 @@ def operator_kubeconfig(stack: StackEnv, chart_release: str) -> Path:
 
 def new_operator(stack: StackEnv, kubeconfig: Path, name: str) -> OperatorProcess:
     return OperatorProcess(stack, name=name, kubeconfig=kubeconfig,
-                           extra_args=["--leader-election-lease", PEERING, *TEST_OPERATOR_ARGS])
+                           extra_args=["--leader-election-lease", LEASE, *TEST_OPERATOR_ARGS])
 
 
 @pytest.fixture(scope="session")
