@@ -54,7 +54,7 @@ def test_recipe_installs_and_runs_the_entrypoint():
     assert f"ok: venv holds the {locked} locked packages + vault-sts-operator, nothing else (no pip)" in out
     assert f"ok: vault-sts-operator --version: {version}" in out
     assert "ok: vault-sts-operator run --help lists --all-namespaces" in out
-    assert "ok: import vault_sts_operator.handlers" in out
+    assert "ok: import vault_sts_operator.runtime" in out
     stdlib = re.search(r"ok: import operator is the standard library \((.+)\)", out)
     assert stdlib and stdlib.group(1).endswith("/operator.py") and "site-packages" not in stdlib.group(1)
     assert "ok: the venv was not written to at runtime" in out
