@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from vault_sts_operator import metrics
 from vault_sts_operator.app import Services, build_services
+from vault_sts_operator.clients import kube_config
 from vault_sts_operator.config import OperatorConfig
 from vault_sts_operator.services.health import HealthServer
 from vault_sts_operator.services.leader import LeaderElector
@@ -63,6 +64,11 @@ def _supervise(supervisor: Supervisor, services: Services, elector: LeaderElecto
 
 async def serve(config: OperatorConfig) -> int:
     """Run until SIGTERM/SIGINT (0) or until a task cannot be kept running (1)."""
+    try:  # once, before anything starts: a missing or unusable login is one clear line, not five tracebacks
+        kube_config.login()
+    except kube_config.KubeConfigError as exc:
+        log.error("cannot start: no usable Kubernetes credentials: %s", exc)
+        return 1
     loop = asyncio.get_running_loop()
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=config.worker_threads,
                                                                     thread_name_prefix="vso"))
