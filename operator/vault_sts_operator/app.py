@@ -108,7 +108,8 @@ def build_services(config: OperatorConfig) -> Services:
 
     watches = Watches(kube, on_identity=identity_event, on_identities_listed=identities_listed,
                       credentials=controller, namespaces=config.namespaces,
-                      secrets=SecretDeletions(controller.secret_deleted) if config.watch_secrets else None)
+                      secrets=SecretDeletions(controller.secret_deleted) if config.watch_secrets else None,
+                      stall_after=config.watch_stall_seconds)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, verifier=verifier,
                     controller=controller, watches=watches, identities=identities, verification=verification,
                     metrics_server=build_metrics_server(port=config.metrics_port, secure=config.metrics_secure,

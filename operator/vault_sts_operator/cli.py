@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                      help="where the probes are served: /healthz (liveness) and /readyz on this URL's host and port "
                           "('' off)")
+    run.add_argument("--watch-stall-seconds", type=float, default=OperatorConfig.watch_stall_seconds, metavar="SECONDS",
+                     help="/healthz fails once a watch has had no event, bookmark or completed list for this long "
+                          "(default %(default)s; each watch is renewed within 10 min)")
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--verbose", action="store_true", help="debug level (as --log-level=debug)")
     run.add_argument("--log-level", choices=LOG_LEVELS, default="",
@@ -158,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         metrics_secure=args.metrics_secure,
         metrics_cert_dir=args.metrics_cert_dir,
         liveness_endpoint=args.liveness,
+        watch_stall_seconds=args.watch_stall_seconds,
         log_format=args.log_format,
         verbose=args.verbose,
         lease_namespace=args.lease_namespace,

@@ -29,6 +29,9 @@ class OperatorConfig:
     metrics_cert_dir: str = ""  # tls.crt and tls.key (e.g. a cert-manager Secret); empty: self-signed at start
     # Where /healthz (liveness) and /readyz are served ('' off); the path of the URL is ignored.
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # /healthz fails once a watch has had no event, bookmark or completed list for this long (each watch ends
+    # and starts again within 10 min, so a healthy one reports progress well inside it).
+    watch_stall_seconds: float = 1200.0
     log_format: str = "text"
     verbose: bool = False
     lease_namespace: str = field(default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"))

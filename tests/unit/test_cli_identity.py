@@ -26,3 +26,8 @@ def test_a_renew_deadline_that_outlives_the_lease_is_refused_at_start() -> None:
 def test_kopfs_peering_flag_is_gone() -> None:
     with pytest.raises(SystemExit):
         _parser().parse_args(["run", "--peering", "vso"])
+
+
+def test_the_watch_stall_bound_reaches_the_config() -> None:
+    assert config_from_args(_parser().parse_args(["run"])).watch_stall_seconds == 1200.0
+    assert config_from_args(_parser().parse_args(["run", "--watch-stall-seconds", "90"])).watch_stall_seconds == 90.0
