@@ -58,7 +58,12 @@ OnListed = Callable[[set[Key]], None]  # every key the list had
 Factory = Callable[[], Awaitable[None]]
 
 SECRET_SELECTOR = f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY_VALUE}"  # the Secrets this operator writes
-PAGE_SIZE = 500
+# Items per list page. A page is read and parsed whole, so its size bounds the memory a relist needs: with
+# 500 (client-go's default), 200 credentials a tenant gave 200 KiB of their own metadata each took the
+# operator from 73 to 181 MB during a relist; with 50, to 101 MB (tests/e2e/test_tenant_limits.py). At
+# ten thousand ordinary credentials (a few KB each) 200 pages instead of 20 cost the restart little
+# (benchmarks/FINDINGS.md, "Pages").
+PAGE_SIZE = 50
 MIN_WATCH_TIMEOUT = 300.0  # client-go's minWatchTimeout: each watch asks for a timeout in [5 min, 10 min)
 SHORT_WATCH_SECONDS = 1.0  # a watch that ends sooner with no event is a failure (client-go's "very short watch")
 # The bound past which a watch without progress counts as stalled (Watches(stall_after=...) overrides it).
