@@ -46,7 +46,7 @@ COPY --from=builder /opt/venv /opt/venv
 USER 65532:65532
 WORKDIR /tmp
 
-# 8000: Prometheus /metrics, 8080: kopf liveness /healthz
+# 8000: Prometheus /metrics (HTTPS, token-reviewed), 8080: probes /healthz and /readyz
 EXPOSE 8000 8080
 
 # Exec form: no shell at runtime.

@@ -70,8 +70,10 @@ kubectl get secret "$REVIEWER_SECRET" -n "$OPERATOR_NAMESPACE" -o jsonpath='{.da
     token_reviewer_jwt=- disable_local_ca_jwt=true >/dev/null
 
 # 6. The role the MFAIdentity names (spec.vault.auth.kubernetes.role).
+# audience: the chart presents a projected token of this audience (vault.auth.kubernetes.audience, default
+# vault); with it set, Vault asks the API server to review the token for that audience only.
 v write "auth/$AUTH_MOUNT/role/vault-sts-operator-$IDENTITY" \
   bound_service_account_names="$OPERATOR_SA" bound_service_account_namespaces="$OPERATOR_NAMESPACE" \
-  policies="vault-sts-operator-$IDENTITY" ttl=1h >/dev/null
+  audience="${VAULT_AUDIENCE:-vault}" policies="vault-sts-operator-$IDENTITY" ttl=1h >/dev/null
 
 echo "Vault is ready for MFAIdentity $IDENTITY: role vault-sts-operator-$IDENTITY on auth/$AUTH_MOUNT"

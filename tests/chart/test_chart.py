@@ -364,3 +364,37 @@ def test_allowed_destinations_reach_the_operator_and_default_to_awss_public_sts(
     assert token_rule["verbs"] == ["create"] and token_rule["resourceNames"] == ["vault-sts-operator"]
     with pytest.raises(subprocess.CalledProcessError):
         render("allowedDestinations.vaultAddresses[0]=https://user@vault-b:8200")
+
+
+def _no_duplicate_keys_yaml(text: str) -> None:
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+        keys = [loader.construct_object(k) for k, _ in node.value]
+        duplicates = {k for k in keys if keys.count(k) > 1}
+        assert not duplicates, f"duplicate keys {sorted(duplicates)} at line {node.start_mark.line + 1}"
+        return loader.construct_mapping(node)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    yaml.load(text, Loader=Strict)
+
+
+def test_values_and_schema_define_each_key_once():
+    """A key defined twice hides the first definition (YAML and JSON parsers keep the last): `rbac:` was, and
+    `rbac.scope` lost its default and its enum check."""
+    import json
+
+    _no_duplicate_keys_yaml((CHART / "values.yaml").read_text())
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        keys = [k for k, _ in items]
+        duplicates = {k for k in keys if keys.count(k) > 1}
+        assert not duplicates, f"values.schema.json defines {sorted(duplicates)} twice"
+        return dict(items)
+
+    json.loads((CHART / "values.schema.json").read_text(), object_pairs_hook=pairs)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["rbac"] == {"scope": "cluster", "aggregateClusterRoles": True}
+    with pytest.raises(subprocess.CalledProcessError):
+        render("rbac.scope=namespace")  # a typo: refused by the schema, not a silent cluster-wide install

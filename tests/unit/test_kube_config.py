@@ -316,3 +316,23 @@ def test_the_cli_reports_an_unusable_kubeconfig_without_its_secrets(tmp_path: Pa
     finally:
         kube.close()
     assert SECRET not in str(caught.value)
+
+
+def test_the_verbs_work_in_the_kubeconfig_contexts_namespace(tmp_path, monkeypatch):
+    """`status`/`rotate` without -n use the context's namespace, as kubectl does (issue 19)."""
+    from vault_sts_operator.ctl.kube import current_namespace
+
+    config = tmp_path / "config"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443', insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: team-a}}]\n")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    assert current_namespace() == "team-a"
+    config.write_text(config.read_text().replace(", namespace: team-a", ""))
+    assert current_namespace() == "default"
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert current_namespace() == "default"

@@ -8,9 +8,18 @@ from typing import Any
 from urllib.parse import urlencode
 
 from vault_sts_operator.clients import kube_paths as paths
-from vault_sts_operator.clients.kube_config import KubeConfigError, default_login
+from vault_sts_operator.clients.kube_config import KubeConfigError, default_login, login
 from vault_sts_operator.clients.kube_rest import MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.ctl.errors import NotFound, Unreachable
+
+
+def current_namespace() -> str:
+    """The namespace a verb works in when `-n` is not given: the kubeconfig context's (as kubectl), in a pod
+    the pod's, else `default`."""
+    try:
+        return login().default_namespace or "default"
+    except KubeConfigError:
+        return "default"
 
 
 class Kube:

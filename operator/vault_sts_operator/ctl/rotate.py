@@ -8,7 +8,6 @@ Ready=True) or a failure (Ready=False with a reason), or the timeout passes.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], exit_help
                             description=__doc__, epilog=exit_help,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the AssumedRoleCredential")
-    parser.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    parser.add_argument("-n", "--namespace", default=None,
+                        help="the credential's namespace (default: the kubeconfig context's, as kubectl)")
     parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                         help="how long to wait for the new credentials (120)")
     parser.add_argument("--no-wait", action="store_true", help="set the annotation and return")
@@ -35,8 +35,9 @@ def _ready(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, *, poll: float = 0.5) -> int:
-    from vault_sts_operator.ctl.kube import Kube
+    from vault_sts_operator.ctl.kube import Kube, current_namespace
 
+    args.namespace = args.namespace or current_namespace()
     kube = Kube()
     before = kube.credential(args.namespace, args.name)
     old_key = (before.get("status") or {}).get("accessKeyId")

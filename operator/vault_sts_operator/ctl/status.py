@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], exit_help
                             description=__doc__, epilog=exit_help,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the AssumedRoleCredential")
-    parser.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    parser.add_argument("-n", "--namespace", default=None,
+                        help="the credential's namespace (default: the kubeconfig context's, as kubectl)")
     parser.add_argument("-o", "--output", choices=["text", "json"], default="text")
     parser.add_argument("--events", type=int, default=5, metavar="N", help="how many of the last Events (5)")
     parser.set_defaults(handler=run)
@@ -104,8 +104,9 @@ def render(info: dict[str, Any], now: datetime) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vault_sts_operator.ctl.kube import Kube
+    from vault_sts_operator.ctl.kube import Kube, current_namespace
 
+    args.namespace = args.namespace or current_namespace()
     info = gather(Kube(), args.namespace, args.name, args.events)
     if args.output == "json":
         print(json.dumps(info, indent=2, default=str))
