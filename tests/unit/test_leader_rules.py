@@ -30,3 +30,14 @@ def test_timing_must_let_a_leader_stop_before_others_may_take_over():
     assert ElectionTiming().problems() == []
     assert ElectionTiming(lease_duration=10, renew_deadline=10, retry_period=2).problems()
     assert ElectionTiming(lease_duration=15, renew_deadline=2, retry_period=2).problems()
+
+
+def test_lease_times_are_micro_times_that_parse_back():
+    from datetime import UTC, datetime
+
+    from vault_sts_operator.domain.timefmt import format_micro_time, parse_time
+
+    moment = datetime(2026, 12, 4, 15, 0, 1, 123456, tzinfo=UTC)
+    assert format_micro_time(moment) == "2026-12-04T15:00:01.123456Z"
+    assert parse_time(format_micro_time(moment)) == moment
+    assert parse_time("2026-12-04T15:10:01Z") == datetime(2026, 12, 4, 15, 10, 1, tzinfo=UTC)  # a TokenRequest's

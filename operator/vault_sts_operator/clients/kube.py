@@ -20,6 +20,7 @@ from vault_sts_operator.api.specs import SecretKeyRef
 from vault_sts_operator.clients import kube_paths as paths
 from vault_sts_operator.clients.kube_rest import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.domain.errors import KubernetesError, SecretRefusedError
+from vault_sts_operator.domain.timefmt import parse_time
 
 WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 
@@ -226,7 +227,7 @@ class KubeGateway:
             raise KubernetesError(f"requesting a token of ServiceAccount {namespace}/{service_account}: {exc}",
                                   transient=exc.status >= 500 or exc.status == 429) from None
         status = answer.get("status") or {}
-        expires = datetime.strptime(str(status["expirationTimestamp"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        expires = parse_time(str(status["expirationTimestamp"]))
         return str(status["token"]), expires
 
     async def namespace_labels(self, namespace: str) -> dict[str, str]:

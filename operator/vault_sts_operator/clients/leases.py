@@ -24,6 +24,7 @@ from vault_sts_operator.api import constants as c
 from vault_sts_operator.clients import kube_paths as paths
 from vault_sts_operator.clients.kube_rest import MERGE_PATCH, ApiError, KubeRest
 from vault_sts_operator.domain.errors import KubernetesError
+from vault_sts_operator.domain.timefmt import format_micro_time
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,6 @@ DEVICE_ANNOTATION = f"{c.GROUP}/mfa-device"
 
 def lease_name(device: str) -> str:
     return "vault-sts-mfa-" + hashlib.sha256(device.encode()).hexdigest()[:16]
-
-
-def _micro_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaseStepStore:
@@ -96,7 +93,7 @@ class LeaseStepStore:
         deadline = time.monotonic() + self._busy_timeout
         while True:
             lease = await self._read(name)
-            now = _micro_time(datetime.now(UTC))
+            now = format_micro_time(datetime.now(UTC))
             if lease is None:
                 body = {
                     "metadata": {"name": name, "namespace": self._namespace,

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from vault_sts_operator.clients import kube_paths as paths
 from vault_sts_operator.clients.kube_rest import ApiError, KubeRest
 from vault_sts_operator.domain.leader import ElectionTiming, LeaseRecord, may_take, next_record, released
+from vault_sts_operator.domain.timefmt import format_micro_time
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ JITTER_FACTOR = 1.2  # client-go's wait.JitterUntil factor for the retry period
 class Pausable(Protocol):
     def pause(self) -> None: ...
     def resume(self) -> None: ...
-
-
-def _micro_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _record(lease: dict[str, Any] | None) -> LeaseRecord | None:
@@ -97,7 +94,7 @@ class LeaderElector:
             self._observed, self._observed_at = record, now
         if not may_take(record, me=self._identity, observed_at=self._observed_at, now=now):
             return False
-        new = next_record(record, me=self._identity, now_text=_micro_time(self._wall()),
+        new = next_record(record, me=self._identity, now_text=format_micro_time(self._wall()),
                           lease_duration=self._timing.lease_duration)
         try:
             if lease is None:
@@ -169,7 +166,7 @@ class LeaderElector:
         self._set_leading(False)
         if self._observed is None:
             return
-        record = released(self._observed, now_text=_micro_time(self._wall()))
+        record = released(self._observed, now_text=format_micro_time(self._wall()))
         meta = {"name": self._name, "namespace": self._namespace, "resourceVersion": self._resource_version}
         try:
             await self._rest.request("PUT", self.path, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
