@@ -41,7 +41,16 @@ auth = {"Authorization": "Bearer " + open(f"{sa}/token").read()}
 svc = os.environ["KUBERNETES_SERVICE_HOST"] + ":" + os.environ["KUBERNETES_SERVICE_PORT"]
 out["apiserver_service"] = get(f"https://{svc}/version", ctx, auth)
 out["apiserver_direct"] = get(f"https://{host}:{os.environ['API_PORT']}/version", ctx, auth)
-out["cluster_ip"] = get(f"http://{os.environ['ECHO_IP']}:80/")
+# kube-proxy programs a new Service a sync period after its EndpointSlice: a client sees the ClusterIP
+# refused until then (the stack's CI saw ENETUNREACH once, on a busy 2-core machine). Wait for it as a
+# client would, up to 30 s, and report the last answer.
+import time
+deadline = time.monotonic() + 30
+while True:
+    out["cluster_ip"] = get(f"http://{os.environ['ECHO_IP']}:80/")
+    if out["cluster_ip"][0] == 200 or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
 def connect(addr):
     s = socket.socket(); s.settimeout(3)
     try:

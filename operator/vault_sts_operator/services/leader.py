@@ -66,9 +66,12 @@ class LeaderElector:
         self._clock, self._wall = clock, wall
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0
-        self._resource_version = ""
         self._leading = False
         self._last_renewed = 0.0
+        # One Lease write at a time, and none after release(): the run loop keeps running until the
+        # supervisor stops it, and must neither race the release's write nor take the released Lease back.
+        self._writing = asyncio.Lock()
+        self._released = False
 
     @property
     def leading(self) -> bool:
@@ -81,6 +84,12 @@ class LeaderElector:
     # -- one attempt -------------------------------------------------------------------------------------
     async def try_acquire_or_renew(self) -> bool:
         """client-go's tryAcquireOrRenew: True when this replica holds the Lease after the call."""
+        async with self._writing:
+            if self._released:
+                return False
+            return await self._acquire_or_renew()
+
+    async def _acquire_or_renew(self) -> bool:
         try:
             lease: dict[str, Any] | None = await self._rest.request("GET", self.path)
         except ApiError as exc:
@@ -98,20 +107,19 @@ class LeaderElector:
                           lease_duration=self._timing.lease_duration)
         try:
             if lease is None:
-                written = await self._rest.request("POST", self.path.rsplit("/", 1)[0], {
+                await self._rest.request("POST", self.path.rsplit("/", 1)[0], {
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self._name, "namespace": self._namespace}, "spec": _spec(new)})
             else:
                 meta = {"name": self._name, "namespace": self._namespace,
                         "resourceVersion": lease["metadata"]["resourceVersion"]}
-                written = await self._rest.request("PUT", self.path, {
+                await self._rest.request("PUT", self.path, {
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": _spec(new)})
         except ApiError as exc:  # 409: someone else wrote it first; they lead
             if exc.status != 409:
                 log.warning("leader election: writing Lease %s/%s: %s", self._namespace, self._name, exc)
             return False
         self._observed, self._observed_at = new, self._clock()
-        self._resource_version = str((written.get("metadata") or {}).get("resourceVersion") or "")
         return True
 
     # -- the loop ----------------------------------------------------------------------------------------
@@ -160,17 +168,28 @@ class LeaderElector:
             await asyncio.sleep(self._timing.retry_period / 4)
 
     async def release(self) -> None:
-        """Give the Lease up (graceful shutdown): the other replica takes it within a retry period."""
-        if not self._leading:
-            return
-        self._set_leading(False)
-        if self._observed is None:
-            return
-        record = released(self._observed, now_text=format_micro_time(self._wall()))
-        meta = {"name": self._name, "namespace": self._namespace, "resourceVersion": self._resource_version}
-        try:
-            await self._rest.request("PUT", self.path, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                                                        "metadata": meta, "spec": _spec(record)})
-            log.info("leader election: released Lease %s/%s", self._namespace, self._name)
-        except ApiError as exc:  # taken over or changed meanwhile: nothing to release
-            log.info("leader election: could not release Lease %s/%s: %s", self._namespace, self._name, exc)
+        """Give the Lease up (graceful shutdown): the other replica takes it within a retry period.
+
+        As client-go's release: read the Lease afresh (a renewal cancelled in flight may have changed its
+        resourceVersion), and write the empty holder only while this replica still holds it."""
+        async with self._writing:
+            self._released = True
+            leading = self._leading
+            self._set_leading(False)
+            if not leading:
+                return
+            try:
+                lease = await self._rest.request("GET", self.path)
+                record = _record(lease)
+                if record is None or record.holder != self._identity:
+                    log.info("leader election: Lease %s/%s is no longer ours; nothing to release",
+                             self._namespace, self._name)
+                    return
+                meta = {"name": self._name, "namespace": self._namespace,
+                        "resourceVersion": lease["metadata"]["resourceVersion"]}
+                await self._rest.request("PUT", self.path, {
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+                    "spec": _spec(released(record, now_text=format_micro_time(self._wall())))})
+                log.info("leader election: released Lease %s/%s", self._namespace, self._name)
+            except ApiError as exc:  # taken over or changed meanwhile: nothing to release
+                log.info("leader election: could not release Lease %s/%s: %s", self._namespace, self._name, exc)
