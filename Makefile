@@ -5,9 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv build build-vault image stack stack-down demo test test-unit lint lock check-image sbom clean
+.PHONY: deps-demo deps-test venv build build-vault image stack stack-down demo test test-unit lint lock check-image sbom clean
+
+# The system packages, one list (scripts/system-deps.sh): installed when run as root on Debian/Ubuntu, else
+# the make stops here, before any build, with the exact command to run.
+deps-demo:
+	@bash scripts/system-deps.sh demo
+deps-test:
+	@bash scripts/system-deps.sh test
 
 $(STAMP): pyproject.toml
+	@echo "[venv $$(date +%H:%M:%S)] creating $(VENV) and installing the project with its dev tools (about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -32,7 +40,10 @@ stack: $(STAMP) build $(if $(filter hashicorp,$(VSO_VAULT_FLAVOR)),build-vault)
 stack-down: $(STAMP)
 	$(PY) -m devstack down
 
-demo: $(STAMP) build
+# The demo runs on OpenBao's KV and TOTP engines: it needs no AWS secrets-engine plugin (`build` adds it).
+demo: deps-demo
+	@$(MAKE) --no-print-directory $(STAMP)
+	bash devstack/build.sh etcd kubernetes helm
 	$(PY) -m devstack.demo
 
 # The whole suite against the first Vault flavour, then the suites that talk to a Vault against each
@@ -41,7 +52,8 @@ VAULT_FLAVORS ?= openbao hashicorp
 # The size limits and the refused Secret writes exercise the API server and the CRDs, never Vault: once is enough.
 OTHER_FLAVOR_TESTS ?= tests/integration tests/e2e tests/faults \
 	--ignore=tests/e2e/test_tenant_limits.py --ignore=tests/e2e/test_spend_nothing.py
-test: $(STAMP) build build-vault lint
+test: deps-test
+	@$(MAKE) --no-print-directory $(STAMP) build build-vault lint
 	$(PY) -m devstack.image
 	@rc=0; first=1; for flavor in $(VAULT_FLAVORS); do \
 	  if [ $$first = 1 ]; then tests=""; first=0; else tests="$(OTHER_FLAVOR_TESTS)"; fi; \

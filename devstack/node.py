@@ -142,8 +142,8 @@ def start_network(stack: Stack) -> None:
     missing = missing_binaries(stack)
     if missing:
         raise StackError(
-            "the node needs (apt-get install containerd runc containernetworking-plugins iproute2 nftables "
-            "conntrack gcc libc6-dev; `make build` for kubelet/kube-proxy/kube-scheduler), or set "
+            "the node needs its system packages (`bash scripts/system-deps.sh test` installs them as root, or "
+            "prints the apt-get command) and `make build` for kubelet/kube-proxy/kube-scheduler, or set "
             "VSO_STACK_NODE=0: missing " + ", ".join(missing)
         )
     paths = NodePaths.of(stack.layout)
