@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses from the cache) the binaries the local stack runs:
 # etcd, the Kubernetes control plane and node binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubelet, kube-proxy), helm and the OpenBao AWS plugin.
+# kube-scheduler, kubelet, kube-proxy), helm, promtool and helm-docs.
 # Usage: devstack/build.sh [component...]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -97,8 +97,19 @@ build_promtool() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# helm-docs: the chart README's values table (charts/vault-sts-operator/README.md.gotmpl, tests/chart checks it).
+build_helm_docs() {
+  local out="$cache/bin/helm-docs-$HELM_DOCS_VERSION"
+  if [[ -x $out/helm-docs ]]; then log "helm-docs $HELM_DOCS_VERSION cached"; return; fi
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp"
+  log "go install helm-docs $HELM_DOCS_VERSION"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w -X main.version=$HELM_DOCS_VERSION" \
+    "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes helm promtool)
+[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes helm promtool helm_docs)
 for c in "${components[@]}"; do
   ( "build_$c" )
 done
