@@ -93,3 +93,19 @@ def test_a_paused_replica_follows_the_active_ones_status_instead_of_running_its_
 
     queued_at_first, queued_after, scheduled_after = asyncio.run(scenario())
     assert queued_at_first and not queued_after and scheduled_after
+
+
+def test_a_failed_rotation_with_a_valid_secret_stays_ready() -> None:
+    """The series follows the Ready condition: a failed pass that left valid credentials is still ready."""
+    async def scenario() -> metrics.CredentialState:
+        reconciler = FakeReconciler()
+        controller = CredentialController(reconciler=cast(CredentialReconciler, reconciler), kube=cast(Any, None),
+                                          identities=NoIdentities(), workers=1)
+        controller.scheduler.pause()
+        controller.observe(credential("ok", {}), None)
+        reconciler.results = [PassResult(60.0, failures=1, reason="Issued", ready=True)]
+        await controller._pass(("team", "ok"))
+        return next(iter(controller.series.states()))
+
+    state = asyncio.run(scenario())
+    assert (state.ready, state.reason) == (True, "Issued")

@@ -16,6 +16,7 @@ import pytest
 from vault_sts_operator.api.specs import ConnectionRules, parse_identity
 from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.errors import StsError
+from vault_sts_operator.domain.timefmt import format_time
 from vault_sts_operator.services.reconciler import CredentialReconciler
 from vault_sts_operator.services.secret_writer import SecretWriter
 
@@ -119,6 +120,10 @@ def body(status: dict[str, Any] | None = None, rotate: str = "") -> dict[str, An
     }
 
 
+def cond(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or () if c["type"] == type_), None)
+
+
 def make(api: Api, issuer: Issuer, events: Events) -> CredentialReconciler:
     return CredentialReconciler(kube=api, issuer=issuer, writer=SecretWriter(api), events=events,  # type: ignore[arg-type]
                                 clock=lambda: NOW)
@@ -149,8 +154,9 @@ OTHER_CR = {"metadata": {"name": "app-aws", "namespace": "team", "resourceVersio
 
 
 @pytest.mark.parametrize(("hint", "expected"), [
-    (True, ["POST secrets", "PATCH status"]),                  # a new CR: no GET before the create
-    (False, ["GET secrets", "POST secrets", "PATCH status"]),  # nothing known: read first
+    # The first PATCH says Ready=False, Reconciling=True (Issuing) while the first issue is under way.
+    (True, ["PATCH status", "POST secrets", "PATCH status"]),                  # a new CR: no GET before the create
+    (False, ["GET secrets", "PATCH status", "POST secrets", "PATCH status"]),  # nothing known: read first
 ])
 def test_first_issue_requests(hint: bool, expected: list[str]) -> None:
     api, issuer, events = Api(), Issuer(), Events()
@@ -161,6 +167,9 @@ def test_first_issue_requests(hint: bool, expected: list[str]) -> None:
     assert api.status["accessKeyId"] == "ASIA1" and api.status["renewalTime"]
     assert result.status == api.status
     assert 0 < result.sleep_seconds <= 3600
+    assert {c["type"]: (c["status"], c["reason"]) for c in api.status["conditions"]} == {
+        "Ready": ("True", "Issued"), "RotationFailing": ("False", "Succeeded")}  # Reconciling is gone
+    assert api.status["failedAttempts"] == 0 and api.status["nextRetryTime"] is None
 
 
 @pytest.mark.parametrize(("existing", "reason", "writes"), [
@@ -175,8 +184,9 @@ def test_conflicts_leave_the_secret_alone(existing: dict[str, Any], reason: str,
     result = run_pass(make(api, issuer, events), body(), secret_absent=hint)
     assert api.secrets[("team", "app-aws")] == existing
     assert [r for r in api.requests if r in ("PUT secrets", "DELETE secrets")] == writes
-    assert api.status["conditions"][-1]["reason"] == reason
-    assert api.status["conditions"][-1]["status"] == "False"
+    assert (cond(api.status, "Ready")["status"], cond(api.status, "Ready")["reason"]) == ("False", reason)
+    assert (cond(api.status, "Stalled")["status"], cond(api.status, "Stalled")["reason"]) == ("True", reason)
+    assert cond(api.status, "Reconciling") is None
     assert events.posted == [("Warning", reason)]
     assert result.failures == 1 and result.sleep_seconds == 600.0  # a configuration error: retried slowly
     # Without the hint no STS call is spent on a CR whose Secret is not ours.
@@ -201,7 +211,7 @@ def test_a_wrong_hint_replaces_our_own_secret() -> None:
     issuer, events = Issuer(), Events()
     issuer.issued = 5
     run_pass(make(api, issuer, events), body(), secret_absent=True)
-    assert api.requests == ["POST secrets", "GET secrets", "PUT secrets", "PATCH status"]
+    assert api.requests == ["PATCH status", "POST secrets", "GET secrets", "PUT secrets", "PATCH status"]
     assert api.status["accessKeyId"] == "ASIA6"
 
 
@@ -216,7 +226,15 @@ def test_failure_keeps_the_secret_and_reports_once() -> None:
     second = run_pass(reconciler, cr, failures=first.failures)
     assert api.secrets[("team", "app-aws")] == secret  # the valid Secret stays
     assert api.status["accessKeyId"] == secret["metadata"]["annotations"]["vaultsts.io/access-key-id"]
-    assert api.status["conditions"][-1]["reason"] == "STSUnavailable"
+    # The Secret is valid and issued for this spec: Ready stays True, the failure is RotationFailing's.
+    assert (cond(api.status, "Ready")["status"], cond(api.status, "Ready")["reason"]) == ("True", "Issued")
+    assert (cond(api.status, "RotationFailing")["status"],
+            cond(api.status, "RotationFailing")["reason"]) == ("True", "STSUnavailable")
+    assert cond(api.status, "RotationFailing")["message"].startswith("STS down (2 consecutive failed attempts")
+    assert cond(api.status, "Reconciling")["status"] == "True" and cond(api.status, "Stalled") is None
+    assert api.status["failedAttempts"] == 2 and api.status["lastFailureTime"] == "2026-11-26T12:00:00Z"
+    assert api.status["nextRetryTime"] == format_time(NOW + timedelta(seconds=second.sleep_seconds))
+    assert (first.ready, second.ready, second.reason) == (True, True, "Issued")
     assert events.posted == [("Warning", "STSUnavailable")]  # one Event per distinct failure
     assert (first.failures, second.failures) == (1, 2)
     assert 5 <= first.sleep_seconds < second.sleep_seconds <= 300 * 1.25

@@ -114,5 +114,5 @@ class CredentialController:
         if current.fingerprint[0] != cached.fingerprint[0]:  # deleted and created again meanwhile: start over
             return 0.0
         self.cache.passed(key, current, failures=result.failures, reason=result.reason, renewal=result.renewal,
-                          secret=result.secret, status=result.status)
+                          secret=result.secret, status=result.status, ready=result.ready)
         return result.sleep_seconds

@@ -177,10 +177,10 @@ class CredentialCache:
         return self._failures.get(key, 0)
 
     def passed(self, key: Key, cached: CachedCredential, *, failures: int, reason: str, renewal: float | None,
-               secret: KnownSecret | None, status: Mapping[str, Any] | None) -> None:
+               secret: KnownSecret | None, status: Mapping[str, Any] | None, ready: bool | None = None) -> None:
         """What a pass over `cached` (the entry held for `key`) left: kept until the watch shows it."""
         cached.fresh = False
-        cached.ready = failures == 0
+        cached.ready = failures == 0 if ready is None else ready  # Ready stays True while a rotation fails
         cached.reason = sys.intern(reason)
         if renewal is not None:  # a failed pass keeps the last one (as the status does)
             cached.renewal = renewal

@@ -57,6 +57,7 @@ class Gathered:
     current: dict[str, Any] | None = None  # the Secret as read, or a stub at the known version; None: none
     verified: bool = True  # `current` is a fresh read (False: what this process last wrote)
     known: KnownSecret | None = None  # the Secret for the next pass to trust (None: none known)
+    secret_known: bool = False  # the Secret was read or known: `facts.record` is its record (None: no Secret)
 
     @property
     def owner(self) -> Owner:
@@ -134,7 +135,7 @@ class CredentialGatherer:
         if known is not None and known.name == spec.target.secret_name:
             return replace(gathered, facts=replace(gathered.facts, record=known.record, kept=kept),
                            current={"metadata": {"resourceVersion": known.resource_version}}, verified=False,
-                           known=known)
+                           known=known, secret_known=True)
         skip_read = secret_absent and spec.mfa_mode == "session"
         current = None if skip_read else await self._writer.read(spec, gathered.owner[2])
         record = read_issued_record(((current or {}).get("metadata") or {}).get("annotations"))
@@ -143,4 +144,4 @@ class CredentialGatherer:
         else:
             known = None
         return replace(gathered, facts=replace(gathered.facts, record=record, kept=kept), current=current,
-                       verified=True, known=known)
+                       verified=True, known=known, secret_known=not skip_read)

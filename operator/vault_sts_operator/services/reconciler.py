@@ -9,7 +9,9 @@
    Event, consumer restarts), or `_report_current` (the status made to match the Secret, a deferred rotation's
    Event);
 4. report: a `PassResult` for the controller (when to come back, what the status now says, the Secret to trust
-   next time); a refusal or a failure is reported on the status (Ready False) and as one Event per distinct failure.
+   next time); a refusal or a failure is reported on the status (domain/credential_status.py decides what it says:
+   RotationFailing, Ready kept True while the Secret is still valid for the spec, Reconciling or Stalled, the
+   failure count and the next retry time) and as one Event per distinct failure.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from vault_sts_operator import metrics
-from vault_sts_operator.api.conditions import find_condition, set_condition
+from vault_sts_operator.api.conditions import apply_report, find_condition
 from vault_sts_operator.api.specs import CredentialSpec
 from vault_sts_operator.clients.kube import KubeGateway
-from vault_sts_operator.domain import reasons
+from vault_sts_operator.domain import credential_status, reasons
 from vault_sts_operator.domain.credential_pass import Issue, Plan, Refuse, Report, decide_pass, sleep_seconds
-from vault_sts_operator.domain.decisions import IssuedRecord, record_renewal_time
+from vault_sts_operator.domain.decisions import IssuedRecord, Trigger, record_renewal_time
 from vault_sts_operator.domain.errors import IssuingError
 from vault_sts_operator.domain.kept_credentials import KeptCredentials, KeptCredentialStore
 from vault_sts_operator.domain.renewal import retry_delay
@@ -58,6 +60,8 @@ class PassResult:
     secret: KnownSecret | None = None  # for the next pass (None after a failure: keep the previous one)
     # For the per-credential metric series (kept by the controller, rendered at scrape time):
     reason: str = ""  # the Ready condition's reason after this pass ("" when gone)
+    # The Ready condition after this pass: True while a failing rotation leaves a valid Secret (None: no failure)
+    ready: bool | None = None
     renewal: float | None = None  # Unix time of the next scheduled rotation (after a successful pass)
 
 
@@ -101,6 +105,7 @@ class CredentialReconciler:
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         status = dict(body.get("status") or {})
+        gathered: Gathered | None = None
         try:
             gathered = await self._gatherer.gather(body, resolve, secret_absent=secret_absent, known=known)
             plan: Plan = decide_pass(gathered.facts, rotate_min_interval=self._rotate_min_interval)
@@ -109,22 +114,27 @@ class CredentialReconciler:
                 case Refuse(error):
                     raise error
                 case Issue():
+                    if plan.trigger is Trigger.MISSING and find_condition(status.get("conditions"),
+                                                                          reasons.READY) is None:
+                        status = await self._report_issuing(body, status)
                     written, known, renew_at = await self._issue(gathered, plan, status)
                 case Report():
                     written, known, renew_at = await self._report_current(gathered, plan, status)
             return PassResult(sleep_seconds(renew_at, now=self._clock(), max_sleep=self._max_sleep), failures=0,
-                              status=written, secret=known, reason=reasons.ISSUED, renewal=renew_at.timestamp())
+                              status=written, secret=known, reason=reasons.ISSUED, ready=True,
+                              renewal=renew_at.timestamp())
         except _CredentialGone:
             log.info("%s/%s no longer exists; forgetting it", namespace, name)
             return PassResult(MAX_SLEEP_SECONDS, failures=0, gone=True)
         except IssuingError as exc:
             failures += 1
             metrics.FAILURES.labels(reason=exc.reason).inc()
-            reported = await self._report_failure(body, exc, status)
             delay = retry_delay(failures, transient=exc.transient, jitter_key=f"{namespace}/{name}")
+            reported, ready = await self._report_failure(body, exc, status, gathered, retry_in=delay)
             log.warning("%s/%s not issued (%s): %s; next attempt in %.0fs", namespace, name, exc.reason,
                         exc.detail, delay)
-            return PassResult(delay, failures=failures, status=reported, reason=exc.reason)
+            return PassResult(delay, failures=failures, status=reported, reason=reasons.ISSUED if ready else exc.reason,
+                              ready=ready)
 
     # -- act ---------------------------------------------------------------------------------------
     async def _issue(self, gathered: Gathered, plan: Issue, status: dict[str, Any]
@@ -178,7 +188,8 @@ class CredentialReconciler:
         if not (status.get("accessKeyId") == record.access_key_id and ready is not None
                 and ready.get("status") == "True" and status.get("observedGeneration") == generation
                 and status.get("secretName") == spec.target.secret_name
-                and status.get("renewalTime") == format_time(plan.renew_at)):
+                and status.get("renewalTime") == format_time(plan.renew_at)
+                and credential_status.is_current(status)):
             message = (f"Secret {spec.target.secret_name} holds {record.access_key_id} for {spec.role_arn}; "
                        f"expires {format_time(record.expiration)}")
             written = await self._patch_status(body, spec, record, status, ready_message=message)
@@ -199,10 +210,11 @@ class CredentialReconciler:
     async def _patch_status(self, body: Mapping[str, Any], spec: CredentialSpec, record: IssuedRecord,
                             status: Mapping[str, Any], *, ready_message: str) -> dict[str, Any]:
         generation = (body.get("metadata") or {}).get("generation")
+        now = self._clock()
+        report = credential_status.succeeded(ready_message=ready_message, now=now)
         new_status = {
-            "conditions": set_condition(status.get("conditions"), type_=reasons.READY, status=True,
-                                        reason=reasons.ISSUED, message=ready_message, generation=generation,
-                                        now=self._clock()),
+            "conditions": apply_report(status.get("conditions"), report, generation=generation, now=now),
+            **report.fields,
             "observedGeneration": generation,
             "secretName": spec.target.secret_name,
             "assumedRoleArn": record.assumed_role_arn,
@@ -215,26 +227,52 @@ class CredentialReconciler:
             raise _CredentialGone
         return new_status
 
-    async def _report_failure(self, body: Mapping[str, Any], exc: IssuingError,
-                              status: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def _report_issuing(self, body: Mapping[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """Before a first issue: Ready False and Reconciling True (kstatus: InProgress, not Current, meanwhile)."""
         meta = body.get("metadata") or {}
         generation = meta.get("generation")
-        previous = find_condition(status.get("conditions"), reasons.READY)
-        conditions = set_condition(status.get("conditions"), type_=reasons.READY, status=False, reason=exc.reason,
-                                   message=exc.message, generation=generation, now=self._clock())
+        conditions = apply_report(status.get("conditions"), credential_status.issuing(), generation=generation,
+                                  now=self._clock())
+        written = {"conditions": conditions, "observedGeneration": generation}
+        if await self._kube.patch_credential_status(str(meta.get("namespace")), str(meta.get("name")),
+                                                    written) is False:
+            raise _CredentialGone
+        return {**status, **written}
+
+    async def _report_failure(self, body: Mapping[str, Any], exc: IssuingError, status: Mapping[str, Any],
+                              gathered: Gathered | None, *, retry_in: float) -> tuple[dict[str, Any] | None, bool]:
+        """Report a failed pass (domain/credential_status.py `failed`); returns what was written and whether Ready
+        stays True (the Secret still holds valid credentials issued for the current spec)."""
+        meta = body.get("metadata") or {}
+        generation = meta.get("generation")
+        now = self._clock()
+        previous = find_condition(status.get("conditions"), reasons.ROTATION_FAILING)
+        facts = gathered.facts if gathered is not None else None
+        valid = credential_status.valid_until(
+            now=now, spec_hash=facts.spec_hash if facts is not None else "",
+            record=facts.record if facts is not None else None,
+            record_known=gathered is not None and gathered.secret_known, status=status, generation=generation)
+        failure = credential_status.Failure(reason=exc.reason, message=exc.message, transient=exc.transient, at=now,
+                                            retry_at=now + timedelta(seconds=retry_in))
+        secret_name = gathered.spec.target.secret_name if gathered is not None and gathered.spec is not None \
+            else str(status.get("secretName") or "")
+        report = credential_status.failed(failure, attempts=credential_status.previous_attempts(status) + 1,
+                                          valid=valid, secret_name=secret_name)
+        conditions = apply_report(status.get("conditions"), report, generation=generation, now=now)
         # Other status fields still describe the Secret, which stays valid until it expires.
-        written: dict[str, Any] | None = {"conditions": conditions, "observedGeneration": generation}
+        written: dict[str, Any] | None = {"conditions": conditions, **report.fields, "observedGeneration": generation}
         try:
             await self._kube.patch_credential_status(str(meta.get("namespace")), str(meta.get("name")), written or {})
         except IssuingError as patch_exc:
             written = None
             log.warning("could not report failure on %s/%s: %s", meta.get("namespace"), meta.get("name"),
                         patch_exc.message)
-        repeated = previous is not None and previous.get("reason") == exc.reason and \
-            previous.get("message") == exc.message
-        if not repeated:  # one Event per distinct failure, not one per retry
+        # One Event per distinct failure, not one per retry (the condition's message adds the count and times).
+        repeated = previous is not None and previous.get("status") == "True" and previous.get("reason") == exc.reason \
+            and str(previous.get("message") or "").startswith(exc.message + " (")
+        if not repeated:
             await self._events(body, type_="Warning", reason=exc.reason, message=exc.message)
-        return written
+        return written, valid is not None
 
     def _restart_consumers(self, body: Mapping[str, Any], spec: CredentialSpec) -> None:
         if self._restarter is None:

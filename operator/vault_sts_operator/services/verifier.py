@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from vault_sts_operator.api.conditions import find_condition, set_condition
+from vault_sts_operator.api.conditions import find_condition, remove_condition, set_condition
 from vault_sts_operator.api.specs import ConnectionRules, KvAccessKey, VaultConnection, parse_identity
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.clients.vault_factory import VaultSessionFactory
@@ -61,12 +61,18 @@ class IdentityVerifier:
             # The MFAIdentity is the platform admin's (cluster-scoped): its status carries the details (Vault
             # address and paths); its Events, which land in a namespace others may read, do not.
             ready, reason, message, detail = False, exc.reason, exc.message, exc.detail
+            stalled = not exc.transient  # the admin must fix the spec, Vault's policy or the keys
             log.warning("MFAIdentity %s not verified (%s): %s", name, exc.reason, exc.detail)
         else:
-            ready, reason = True, reasons.VERIFIED
+            ready, reason, stalled = True, reasons.VERIFIED, False
             message = detail = "Vault login works; the access key and the TOTP key are readable"
         conditions = set_condition(status.get("conditions"), type_=reasons.READY, status=ready, reason=reason,
                                    message=detail, generation=generation, now=datetime.now(UTC))
+        # kstatus' abnormal-true condition: present only while True (kstatus.Compute: Failed).
+        conditions = (set_condition(conditions, type_=reasons.STALLED, status=True, reason=reason,
+                                    message=f"{detail}: the MFAIdentity's configuration must be fixed",
+                                    generation=generation, now=datetime.now(UTC))
+                      if stalled else remove_condition(conditions, reasons.STALLED))
         selector = ((spec.get("allowedNamespaceSelector") or {}).get("matchLabels") or {})
         warnings = selector_warnings((str(k), str(v)) for k, v in selector.items())
         for warning in warnings:
