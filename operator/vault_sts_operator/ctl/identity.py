@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], exit_help
     parser.add_argument("--allowed-sts-endpoint", action="append", default=[], metavar="URL",
                         help="an STS endpoint identities may name, as the operator's flag (repeatable; default: "
                              "AWS's public endpoints)")
+    parser.add_argument("--vault-role", default="vault-sts-operator",
+                        help="the operator's default Vault kubernetes-auth role, for identities that name no auth "
+                             "(as the chart's vault.auth.kubernetes.role; default: %(default)s)")
+    parser.add_argument("--vault-auth-mount", default="kubernetes",
+                        help="the mount of that auth method (as vault.auth.kubernetes.mount; default: %(default)s)")
     parser.add_argument("--vault-ca-file", default=os.environ.get("VAULT_CACERT", ""),
                         help="PEM CA bundle for Vault (default: the identity's caBundle)")
     parser.set_defaults(handler=run)
@@ -122,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     kube = Kube()
     body = kube.identity(args.name)
     namespace = args.service_account.partition("/")[0]
-    default = (VaultConnection(address=args.vault_address.rstrip("/"), auth=DefaultAuth(role="vault-sts-operator",
-                                                                                           mount="kubernetes"))
+    default = (VaultConnection(address=args.vault_address.rstrip("/"), auth=DefaultAuth(role=args.vault_role,
+                                                                                           mount=args.vault_auth_mount))
                if args.vault_address else None)
     try:
         identity = parse_identity(args.name, str((body.get("metadata") or {}).get("uid")), body.get("spec") or {},
