@@ -70,8 +70,65 @@ def test_status_exit_codes(stack, kube, team, unique):
     assert refused.returncode == 1 and "Ready:        False (NotAllowed)" in refused.stdout
     unreachable = ctl(stack, "status", "app", "-n", namespace, env={"KUBECONFIG": "/nonexistent"})
     assert unreachable.returncode == 4, unreachable.stderr
-    usage = ctl(stack, "status")
+    usage = ctl(stack, "status", "-o", "yaml")
     assert usage.returncode == 2
+
+
+@pytest.fixture(scope="module")
+def pipx_bin(tmp_path_factory) -> Path:
+    """The CLI as users install it (docs/install.md): a wheel built from this checkout, installed with pipx
+    (itself from PyPI, in a venv of its own) into a PIPX_HOME and PIPX_BIN_DIR of the test's."""
+    root = Path(__file__).resolve().parents[2]
+    tmp = tmp_path_factory.mktemp("pipx")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", str(root), "-w", str(tmp / "wheel")],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp / "wheel").glob("vault_sts_operator-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(tmp / "pipx-venv")], check=True, timeout=120)
+    subprocess.run([str(tmp / "pipx-venv" / "bin" / "pip"), "install", "--quiet", "pipx"], check=True,
+                   capture_output=True, timeout=300)
+    env = {**os.environ, "PIPX_HOME": str(tmp / "home"), "PIPX_BIN_DIR": str(tmp / "bin")}
+    installed = subprocess.run([str(tmp / "pipx-venv" / "bin" / "pipx"), "install", str(wheel)], env=env,
+                               capture_output=True, text=True, timeout=600, check=False)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "kubectl-vaultsts" in installed.stdout
+    return tmp / "bin"
+
+
+def test_kubectl_plugin_from_a_pipx_install_lists_credentials(stack, kube, team, pipx_bin, tmp_path):
+    namespace, seeded = team
+    kubectl = stack.subprocess_env().get("VSO_KUBECTL") or "kubectl"
+    path = os.pathsep.join([str(pipx_bin), str(Path(kubectl).parent), "/usr/bin", "/bin"])
+    env = {**stack.subprocess_env(), "VSO_ALLOW_INSECURE_HTTP": "1", "PATH": path}
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([kubectl, *args], capture_output=True, text=True, env={**env, **extra}, timeout=120,
+                              check=False)
+
+    plugins = run("plugin", "list")
+    assert f"{pipx_bin}/kubectl-vaultsts" in plugins.stdout, plugins.stdout + plugins.stderr
+    listed = run("vaultsts", "status", "-n", namespace)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "IDENTITY", "READY", "REASON"]
+    assert [row.split()[:4] for row in rows] == [["app", seeded.name, "True", "Issued"]]
+    for value in secret_values(kube, namespace, "app"):
+        assert value not in listed.stdout
+    one = run("vaultsts", "status", "app", "-n", namespace)
+    assert one.returncode == 0 and f"AssumedRoleCredential {namespace}/app" in one.stdout, one.stdout + one.stderr
+    # Without -n: the kubeconfig context's namespace, as kubectl.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(Path(env["KUBECONFIG"]).read_text())
+    assert run("config", "set-context", "--current", f"--namespace={namespace}",
+               KUBECONFIG=str(kubeconfig)).returncode == 0
+    defaulted = run("vaultsts", "status", KUBECONFIG=str(kubeconfig))
+    assert defaulted.returncode == 0, defaulted.stdout + defaulted.stderr
+    assert [row.split()[:4] for row in defaulted.stdout.splitlines()[1:]] == [["app", seeded.name, "True", "Issued"]]
+    # The existing command names still work, from the same install; `run` is not a plugin verb.
+    old = subprocess.run([str(pipx_bin / "vault-sts-operator"), "status", "-n", namespace], capture_output=True,
+                         text=True, env=env, timeout=120, check=False)
+    assert [row.split()[:4] for row in old.stdout.splitlines()[1:]] == [["app", seeded.name, "True", "Issued"]]
+    assert run("vaultsts", "run").returncode == 2
+    assert run("vaultsts", "status", "nope", "-n", namespace).returncode == 3
 
 
 def test_rotate_waits_for_new_credentials(stack, kube, team, issued):

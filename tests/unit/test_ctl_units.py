@@ -8,7 +8,8 @@ import pytest
 
 from vault_sts_operator.cli import _parser
 from vault_sts_operator.ctl.enroll import consecutive_codes
-from vault_sts_operator.ctl.status import render
+from vault_sts_operator.ctl.plugin import parser as plugin_parser
+from vault_sts_operator.ctl.status import render, render_list
 
 
 class FakeClock:
@@ -69,7 +70,7 @@ def test_status_text_says_when_and_hides_nothing_it_should_show():
     assert "(x3)" in text
 
 
-@pytest.mark.parametrize("argv", [["status"], ["rotate"], ["mfa", "enroll"], ["check-identity"], ["mfa"]])
+@pytest.mark.parametrize("argv", [["status", "-o", "yaml"], ["rotate"], ["mfa", "enroll"], ["check-identity"], ["mfa"]])
 def test_missing_arguments_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _parser().parse_args(argv)
@@ -82,3 +83,29 @@ def test_every_verb_documents_its_exit_codes(capsys):
             _parser().parse_args([*verb, "--help"])
         out = capsys.readouterr().out
         assert "exit codes:" in out and "3  no such" in out and "4  Kubernetes API" in out, verb
+
+
+def test_status_without_a_name_lists_the_namespace():
+    assert _parser().parse_args(["status", "-n", "team-a"]).name is None
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    rows = [{"name": "billing", "identity": "ops", "ready": "True", "reason": "Issued", "secretName": "billing",
+             "expiration": "2026-11-26T12:40:00Z", "renewalTime": "2026-11-26T12:30:00Z"},
+            {"name": "reports", "identity": "ops", "ready": "False", "reason": "NotAllowed", "secretName": None,
+             "expiration": None, "renewalTime": None}]
+    lines = render_list(rows, "team-a", now).splitlines()
+    assert lines[0].split() == ["NAME", "IDENTITY", "READY", "REASON", "EXPIRATION", "RENEWAL"]
+    assert lines[1].split()[:4] == ["billing", "ops", "True", "Issued"] and "(in 40m00s)" in lines[1]
+    assert lines[2].split() == ["reports", "ops", "False", "NotAllowed", "-", "-"]
+    assert render_list([], "team-a", now) == "No AssumedRoleCredentials in namespace team-a."
+
+
+def test_kubectl_plugin_has_the_verbs_for_people_and_not_run(capsys):
+    for verb in (["status", "app", "-n", "x"], ["rotate", "app"], ["check-identity", "ops"],
+                 ["mfa", "enroll", "--user", "u"]):
+        assert plugin_parser().parse_args(verb).handler is _parser().parse_args(verb).handler
+    with pytest.raises(SystemExit) as exit_info:
+        plugin_parser().parse_args(["run"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        plugin_parser().parse_args(["--help"])
+    assert capsys.readouterr().out.startswith("usage: kubectl vaultsts")

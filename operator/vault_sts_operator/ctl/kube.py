@@ -55,6 +55,10 @@ class Kube:
     def credential(self, namespace: str, name: str) -> dict[str, Any]:
         return self._call("GET", paths.credentials(namespace, name), f"AssumedRoleCredential {namespace}/{name}")
 
+    def credentials(self, namespace: str) -> list[dict[str, Any]]:
+        answer = self._call("GET", paths.credentials(namespace), f"AssumedRoleCredentials in namespace {namespace}")
+        return list(answer.get("items") or [])
+
     def annotate_credential(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         self._call("PATCH", paths.credentials(namespace, name), f"AssumedRoleCredential {namespace}/{name}",
                    {"metadata": {"annotations": annotations}}, MERGE_PATCH)

@@ -1,4 +1,7 @@
-"""`vault-sts-operator status NAME -n NS`: conditions, expiry, renewal, Secret and the last Events."""
+"""`vault-sts-operator status NAME -n NS`: conditions, expiry, renewal, Secret and the last Events.
+
+Without NAME: one line per AssumedRoleCredential of the namespace (Ready and its reason, expiry, renewal);
+exit 0 when every one is Ready (or there is none), 1 otherwise."""
 
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from vault_sts_operator.ctl.errors import OK, UNHEALTHY
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], exit_help: str) -> None:
-    parser = sub.add_parser("status", help="show an AssumedRoleCredential: conditions, expiry, Secret, Events",
+    parser = sub.add_parser("status", help="show an AssumedRoleCredential: conditions, expiry, Secret, Events "
+                                           "(no NAME: list the namespace's)",
                             description=__doc__, epilog=exit_help,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", help="the AssumedRoleCredential")
+    parser.add_argument("name", nargs="?", default=None,
+                        help="the AssumedRoleCredential (none: list the namespace's credentials)")
     parser.add_argument("-n", "--namespace", default=None,
                         help="the credential's namespace (default: the kubeconfig context's, as kubectl)")
     parser.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -74,6 +79,31 @@ def gather(kube: Any, namespace: str, name: str, events: int) -> dict[str, Any]:
     }
 
 
+def gather_list(kube: Any, namespace: str) -> list[dict[str, Any]]:
+    rows = []
+    for body in sorted(kube.credentials(namespace), key=lambda b: str((b.get("metadata") or {}).get("name"))):
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        ready = next((cond for cond in status.get("conditions") or [] if cond.get("type") == "Ready"), None) or {}
+        rows.append({"namespace": namespace, "name": (body.get("metadata") or {}).get("name"),
+                     "identity": (spec.get("identityRef") or {}).get("name"),
+                     "ready": ready.get("status", "Unknown"), "reason": ready.get("reason", ""),
+                     "secretName": status.get("secretName") or (spec.get("target") or {}).get("secretName"),
+                     "expiration": status.get("expiration"), "renewalTime": status.get("renewalTime")})
+    return rows
+
+
+def render_list(rows: list[dict[str, Any]], namespace: str, now: datetime) -> str:
+    if not rows:
+        return f"No AssumedRoleCredentials in namespace {namespace}."
+    table = [("NAME", "IDENTITY", "READY", "REASON", "EXPIRATION", "RENEWAL")]
+    table += [(str(r["name"]), str(r["identity"] or "-"), r["ready"], r["reason"] or "-",
+               _relative(_parse_time(r["expiration"]), now), _relative(_parse_time(r["renewalTime"]), now))
+              for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+                     for line in table)
+
+
 def render(info: dict[str, Any], now: datetime) -> str:
     ready = info["ready"] or {}
     lines = [
@@ -107,6 +137,13 @@ def run(args: argparse.Namespace) -> int:
     from vault_sts_operator.ctl.kube import Kube, current_namespace
 
     args.namespace = args.namespace or current_namespace()
+    if args.name is None:
+        rows = gather_list(Kube(), args.namespace)
+        if args.output == "json":
+            print(json.dumps(rows, indent=2, default=str))
+        else:
+            print(render_list(rows, args.namespace, datetime.now(UTC)))
+        return OK if all(r["ready"] == "True" for r in rows) else UNHEALTHY
     info = gather(Kube(), args.namespace, args.name, args.events)
     if args.output == "json":
         print(json.dumps(info, indent=2, default=str))
