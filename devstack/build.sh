@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses from the cache) the binaries the local stack runs:
 # etcd, the Kubernetes control plane and node binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubelet, kube-proxy), helm, promtool and helm-docs.
+# kube-scheduler, kubelet, kube-proxy), helm, promtool, helm-docs and kstatus-check.
 # Usage: devstack/build.sh [component...]   (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -108,8 +108,25 @@ build_helm_docs() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# kstatus-check (devstack/kstatus/main.go): how Flux (cli-utils kstatus) and Argo CD (gopher-lua, the health
+# script docs/argocd-health.lua) read an object; tests/e2e/test_status_kstatus.py runs it.
+build_kstatus() {
+  local version="$CLI_UTILS_VERSION-lua$GOPHER_LUA_VERSION-$(sha256sum "$here/kstatus/main.go" | cut -c1-12)"
+  local out="$cache/bin/kstatus-check-$version"
+  if [[ -x $out/kstatus-check ]]; then log "kstatus-check $version cached"; return; fi
+  local src="$cache/src/kstatus-check-$version"
+  rm -rf "$out.tmp"; mkdir -p "$src" "$out.tmp"; cd "$src"
+  printf 'module vso.local/kstatuscheck\n\ngo %s\n' "$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')" > go.mod
+  cp "$here/kstatus/main.go" .
+  go get "sigs.k8s.io/cli-utils@$CLI_UTILS_VERSION" "github.com/yuin/gopher-lua@$GOPHER_LUA_VERSION"
+  go mod tidy
+  log "go build kstatus-check"
+  go build -trimpath -ldflags "-s -w" -o "$out.tmp/kstatus-check" .
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
 components=("$@")
-[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes helm promtool helm_docs)
+[[ ${#components[@]} -gt 0 ]] || components=(etcd kubernetes helm promtool helm_docs kstatus)
 for c in "${components[@]}"; do
   ( "build_$c" )
 done

@@ -103,10 +103,24 @@ class Kube:
         wait_for(f"{ns}/{name} Ready=True", lambda: (self.ready(ns, name) or {}).get("status") == "True", timeout)
         return self.credential(ns, name)
 
-    def wait_reason(self, ns: str, name: str, reason: str, timeout: float = 60.0) -> dict[str, str]:
-        return dict(wait_for(f"{ns}/{name} Ready=False reason {reason}",
-                             lambda: (c := self.ready(ns, name)) and c.get("status") == "False"
-                             and c.get("reason") == reason and c, timeout))
+    def condition(self, ns: str, name: str, type_: str) -> dict[str, str] | None:
+        status = self.credential(ns, name).get("status") or {}
+        return next((dict(c) for c in status.get("conditions") or () if c.get("type") == type_), None)
+
+    def wait_reason(self, ns: str, name: str, reason: str, timeout: float = 60.0,
+                    ready: bool | None = None) -> dict[str, str]:
+        """The failure reported: RotationFailing=True with `reason` (its message is the error's, with the attempt
+        count and the next attempt). `ready`: also wait for Ready to say so (False: no valid Secret is left,
+        True: the Secret still holds valid credentials for the spec)."""
+        def reported() -> dict[str, str] | None:
+            failing = self.condition(ns, name, "RotationFailing")
+            if not failing or failing.get("status") != "True" or failing.get("reason") != reason:
+                return None
+            if ready is not None and (self.ready(ns, name) or {}).get("status") != str(ready):
+                return None
+            return failing
+        return dict(wait_for(f"{ns}/{name} RotationFailing=True reason {reason}"
+                             + (f" and Ready={ready}" if ready is not None else ""), reported, timeout))
 
     def secret(self, ns: str, name: str) -> dict[str, Any] | None:
         try:
