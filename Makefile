@@ -40,11 +40,19 @@ stack: $(STAMP) build $(if $(filter hashicorp,$(VSO_VAULT_FLAVOR)),build-vault)
 stack-down: $(STAMP)
 	$(PY) -m devstack down
 
-# The demo runs on OpenBao's KV and TOTP engines: it needs no AWS secrets-engine plugin (`build` adds it).
+# The demo runs on OpenBao's KV and TOTP engines: it needs no AWS secrets-engine plugin, promtool or
+# helm-docs (`build` adds them). The image (mostly downloads and dpkg) builds while Go compiles.
 demo: deps-demo
 	@$(MAKE) --no-print-directory $(STAMP)
-	bash devstack/build.sh etcd kubernetes helm
+	@$(MAKE) --no-print-directory -j4 demo-build-etcd demo-build-kubernetes demo-build-helm demo-image
 	$(PY) -m devstack.demo
+
+# Three Go builds side by side: each leaves cores idle while it downloads modules or links.
+demo-build-%:
+	@bash devstack/build.sh $*
+
+demo-image: $(STAMP)
+	@$(PY) -m devstack.image --no-load
 
 # The whole suite against the first Vault flavour, then the suites that talk to a Vault against each
 # other flavour (the stack restarts with it). Every pass runs; the target fails if any pass failed.
