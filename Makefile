@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: deps-demo deps-test venv build build-vault image stack stack-down demo test test-unit lint lock check-image sbom clean
+.PHONY: deps-demo deps-test demo-image venv build build-vault image stack stack-down demo test test-unit lint lock check-image sbom dist clean
 
 # The system packages, one list (scripts/system-deps.sh): installed when run as root on Debian/Ubuntu, else
 # the make stops here, before any build, with the exact command to run.
@@ -83,6 +83,13 @@ sbom: $(STAMP)  ## CycloneDX SBOM of what the image installs (requirements/opera
 	mkdir -p dist
 	$(VENV)/bin/cyclonedx-py requirements --pyproject pyproject.toml --mc-type application --output-reproducible \
 		--of JSON -o dist/sbom.cdx.json requirements/operator.lock
+
+# The release artefacts, built locally (devstack/dist.py): the wheel, the chart package, the image as an
+# OCI archive, the SBOM and SHA256SUMS over them.
+dist: $(STAMP)  ## dist/: wheel, chart .tgz, image .oci.tar, sbom.cdx.json, SHA256SUMS
+	rm -rf dist
+	@$(MAKE) --no-print-directory sbom
+	$(PY) -m devstack.dist
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
