@@ -119,6 +119,14 @@ def test_missing_vault_path(stack, kube, team, identity):
     assert "aws/does-not-exist" not in cond["message"] and stack.vault_addr not in cond["message"]
     assert "aws/does-not-exist" in identity_message(kube, manifest["metadata"]["name"])
     assert_no_secret_and_warning(kube, team, "nokv", "VaultPermissionDenied")
+    # Both stuck until someone fixes the configuration: kstatus' Stalled (Failed), the credential not Ready.
+    body = kube.credential(team, "nokv")
+    conds = {c["type"]: (c["status"], c["reason"]) for c in body["status"]["conditions"]}
+    assert conds["Stalled"] == ("True", "VaultPermissionDenied") and \
+        conds["Ready"] == ("False", "VaultPermissionDenied") and "Reconciling" not in conds
+    identity = kube.custom.get_cluster_custom_object(GROUP, VERSION, MFAID, manifest["metadata"]["name"])
+    stalled = [c for c in identity["status"]["conditions"] if c["type"] == "Stalled"]
+    assert stalled and stalled[0]["status"] == "True" and stalled[0]["reason"] == "VaultPermissionDenied"
 
 
 def test_wrong_totp_key(stack, kube, team, identity):

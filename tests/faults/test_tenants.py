@@ -44,7 +44,8 @@ def test_unknown_fields_are_pruned_and_change_nothing(stack, kube, team, unique,
     # Vault saw no request for a path outside this identity: this credential never failed a pass (other
     # tests' credentials on a shared stack may be failing on purpose, so the log is read, not counters)
     assert f"{team}/sneaky not issued" not in operator.log_text()
-    assert [c["reason"] for c in kube.credential(team, "sneaky")["status"]["conditions"]] == ["Issued"]
+    assert {c["type"]: c["reason"] for c in kube.credential(team, "sneaky")["status"]["conditions"]} == {
+        "Ready": "Issued", "RotationFailing": "Succeeded"}
 
 
 def test_identity_refuses_other_namespaces_and_roles(kube, team, unique, make_identity, emulator_admin):
