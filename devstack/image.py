@@ -124,7 +124,8 @@ def base_archive() -> Path:
     if out.is_file():
         return out
     if shutil.which("mmdebstrap") is None:
-        raise StackError("mmdebstrap is missing (`bash scripts/system-deps.sh demo` installs it as root: apt-get install mmdebstrap)")
+        raise StackError("mmdebstrap is missing (`bash scripts/system-deps.sh demo` installs it as root: "
+                         "apt-get install mmdebstrap)")
     _log(f"mmdebstrap {SUITE} ({BASE_PACKAGES}): the image's base, from Debian's packages")
     started = time.monotonic()
     tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.tar")
