@@ -119,7 +119,7 @@ class KubeGateway:
         """Delete only the Secret with this uid (a precondition), ignoring one already gone."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
         try:
-            await self.rest.request("DELETE", paths.secrets(namespace, name), body)
+            await self.rest.request("DELETE", paths.secrets(namespace, name), body, parse=False)
         except ApiError as exc:
             if exc.status not in (404, 409):
                 raise KubernetesError(f"deleting Secret {namespace}/{name}: {exc}") from None
@@ -169,7 +169,7 @@ class KubeGateway:
         """Merge `status` into the CR's status; False when the CR no longer exists."""
         path = paths.credentials(namespace, name, "status")
         try:
-            await self.rest.request("PATCH", path, {"status": status}, content_type=MERGE_PATCH)
+            await self.rest.request("PATCH", path, {"status": status}, content_type=MERGE_PATCH, parse=False)
         except ApiError as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to report on
                 return False
@@ -181,7 +181,8 @@ class KubeGateway:
         patch = [{"op": "test", "path": "/metadata/finalizers", "value": finalizers},
                  {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != finalizer]}]
         try:
-            await self.rest.request("PATCH", paths.credentials(namespace, name), patch, content_type=JSON_PATCH)
+            await self.rest.request("PATCH", paths.credentials(namespace, name), patch, content_type=JSON_PATCH,
+                                    parse=False)
         except ApiError as exc:
             if exc.status not in (404, 409, 422):  # gone, or changed meanwhile (the next event retries)
                 raise KubernetesError(f"removing the finalizer of {namespace}/{name}: {exc}") from None
@@ -203,7 +204,7 @@ class KubeGateway:
             "source": {"component": "vault-sts-operator"}, "reportingComponent": "vault-sts-operator",
         }
         try:
-            await self.rest.request("POST", paths.events(namespace), event)
+            await self.rest.request("POST", paths.events(namespace), event, parse=False)
         except ApiError as exc:
             raise KubernetesError(f"posting Event {reason} on {namespace}/{meta.get('name')}: {exc}") from None
 

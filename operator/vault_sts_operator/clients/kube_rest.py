@@ -174,15 +174,18 @@ class KubeRest:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def request(self, method: str, path: str, body: Any = None, *, content_type: str = JSON,
-                      accept: str = "") -> dict[str, Any]:
-        """One call; raises ApiError for any non-2xx answer. Logs in again once on 401."""
+                      accept: str = "", parse: bool = True) -> dict[str, Any]:
+        """One call; raises ApiError for any non-2xx answer. Logs in again once on 401.
+
+        With `parse` False the answer is read (the connection goes back to the pool) but not decoded, and {}
+        is returned: for writes whose answer nobody reads (a status patch returns the whole object)."""
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type} if data is not None else {}
         if accept:
             headers["Accept"] = accept
         async with self._response(method, path, data=data, headers=headers) as response:
             raw = await response.read()
-        return dict(json.loads(raw)) if raw else {}
+        return dict(json.loads(raw)) if raw and parse else {}
 
     async def stream(self, path: str, *, read_timeout: float, accept: str = "") -> AsyncIterator[dict[str, Any]]:
         """A watch: the JSON objects of a newline-delimited stream, until the server ends it.

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -173,6 +174,8 @@ class StsGateway:
 
 
 def _temporary(raw: Mapping[str, Any], arn: str) -> TemporaryCredentials:
+    # botocore's timestamps carry dateutil's tzutc (or tzlocal): the same instant in datetime.UTC, converted once,
+    # spares each later format_time a slow dateutil offset lookup (benchmarks/FINDINGS.md, "Issue 18, CPU").
     return TemporaryCredentials(access_key_id=raw["AccessKeyId"], secret_access_key=raw["SecretAccessKey"],
-                                session_token=raw["SessionToken"], expiration=raw["Expiration"],
+                                session_token=raw["SessionToken"], expiration=raw["Expiration"].astimezone(UTC),
                                 assumed_role_arn=arn)

@@ -6,7 +6,11 @@ from datetime import UTC, datetime
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Called several times per issue: an f-string is about twice as fast as strftime, same text.
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+            f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z")
 
 
 def format_micro_time(moment: datetime) -> str:
