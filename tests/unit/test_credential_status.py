@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,8 +26,8 @@ READY_STATUS: dict[str, Any] = {
 @pytest.mark.parametrize(("record", "known", "status", "generation", "expected"), [
     (RECORD, True, {}, 3, LATER),                                       # the Secret read: for this spec, valid
     (RECORD, True, READY_STATUS, 3, LATER),
-    (IssuedRecord(**{**RECORD.__dict__, "spec_hash": "h0"}), True, READY_STATUS, 3, None),  # another spec's
-    (IssuedRecord(**{**RECORD.__dict__, "expiration": NOW}), True, READY_STATUS, 3, None),  # expired
+    (dataclasses.replace(RECORD, spec_hash="h0"), True, READY_STATUS, 3, None),  # another spec's
+    (dataclasses.replace(RECORD, expiration=NOW), True, READY_STATUS, 3, None),  # expired
     (None, True, READY_STATUS, 3, None),                                # the Secret is gone
     (None, False, READY_STATUS, 3, LATER),                              # not reached: the status is trusted
     (None, False, READY_STATUS, 4, None),                               # ... unless the spec changed since

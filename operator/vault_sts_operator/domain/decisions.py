@@ -15,7 +15,7 @@ from vault_sts_operator.domain.renewal import renewal_time
 from vault_sts_operator.domain.timefmt import format_time
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IssuedRecord:
     """What the operator wrote on a Secret it issued (annotations, no secret values)."""
 

@@ -10,6 +10,7 @@ quote at most the first characters of a key and never a value.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -116,4 +117,6 @@ def data_size_problem(data: Iterable[tuple[str, str]], where: str) -> str | None
 
 def key_of(obj: Mapping[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    # The namespace interned: the keys of ten thousand credentials held by the cache and the scheduler share a
+    # handful of namespace strings instead of one copy each.
+    return sys.intern(str(meta.get("namespace") or "")), str(meta.get("name") or "")

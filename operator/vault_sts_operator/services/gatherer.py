@@ -36,7 +36,7 @@ from vault_sts_operator.services.secret_writer import SecretWriter
 IdentityResolver = Callable[[str], IdentitySpec]  # an MFAIdentity by name, or IdentityNotFoundError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KnownSecret:
     """The Secret a pass last wrote or read for a CR: enough to decide, and to replace it at its version
     without reading it again (a changed or vanished Secret makes the replace fail; it is then read)."""
