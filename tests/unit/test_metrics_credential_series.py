@@ -60,3 +60,40 @@ def test_lazy_series_render_as_eager_ones(render: object, monkeypatch: pytest.Mo
     assert text.count(b"vault_sts_operator_credential_seconds_until_expiry{") == 2
     names = ["vault_sts_operator_credential_ready_status"]
     assert render(ours.restricted_registry(names)) == render(eager.restricted_registry(names))  # type: ignore[operator]
+
+
+def test_a_scrape_streams_what_prometheus_client_renders_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics server writes a family at a time; the text is the registry's whole exposition, byte for byte,
+    in both formats, and with no family an OpenMetrics answer still ends with # EOF."""
+    import asyncio
+
+    import aiohttp
+
+    from vault_sts_operator.services.metrics_server import MetricsServer
+
+    monkeypatch.setattr(time, "time", lambda: 1_799_990_000.0)
+    series = CredentialSeries()
+    series.source = lambda: iter(STATES)
+    registry = CollectorRegistry()
+    registry.register(series)
+    openmetrics = "application/openmetrics-text; version=1.0.0"
+
+    async def scrape(registry: CollectorRegistry) -> tuple[bytes, bytes]:
+        server = MetricsServer(port=0, host="127.0.0.1", reviews=None, tls=None, registry=registry)
+        await server.start()
+        url = f"http://127.0.0.1:{server.bound_port}/metrics"
+        try:
+            async with aiohttp.ClientSession() as client:
+                async with client.get(url) as response:
+                    text = await response.read()
+                async with client.get(url, headers={"Accept": openmetrics}) as response:
+                    om = await response.read()
+            return text, om
+        finally:
+            await server.stop()
+
+    text, om = asyncio.run(scrape(registry))
+    assert text == generate_latest(registry) and text.count(b"# TYPE") == 4
+    assert om == generate_openmetrics(registry) and om.endswith(b"# EOF\n") and om.count(b"# EOF") == 1
+    empty_text, empty_om = asyncio.run(scrape(CollectorRegistry()))
+    assert (empty_text, empty_om) == (b"", b"# EOF\n")

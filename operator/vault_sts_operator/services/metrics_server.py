@@ -39,6 +39,7 @@ from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from vault_sts_operator.clients.kube import ReviewedUser
@@ -198,6 +199,19 @@ class CertificateFiles:
 
 
 # -- the server -----------------------------------------------------------------------------------------------
+_OPENMETRICS_EOF = b"# EOF\n"
+
+
+class _OneFamily:
+    """One collected family, as a registry for prometheus_client's encoders."""
+
+    def __init__(self, family: Metric) -> None:
+        self._family = family
+
+    def collect(self) -> list[Metric]:
+        return [self._family]
+
+
 class MetricsServer:
     """Serves `registry` at /metrics on `port` (0 for any free one: see ``bound_port``)."""
 
@@ -271,9 +285,26 @@ class MetricsServer:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         names = request.query.getall("name[]", [])
         registry = self._registry.restricted_registry(names) if names else self._registry
-        body = await asyncio.get_running_loop().run_in_executor(self._render, encoder, registry)
-        response = web.Response(body=body, headers={"Content-Type": content_type})
+        loop = asyncio.get_running_loop()
+        families = await loop.run_in_executor(self._render, lambda: list(registry.collect()))
+        # Streamed a family at a time: at ten thousand credentials the whole text is about 5 MB, and rendering it
+        # whole (its lines, their join, the bytes, the TLS copies) took the process up by some 30 MB at each scrape
+        # (benchmarks/FINDINGS.md, "Issue 18"). A family renders as prometheus_client renders it; OpenMetrics ends
+        # the whole exposition, not each family, with "# EOF".
+        response = web.StreamResponse(headers={"Content-Type": content_type})
         response.enable_compression()  # gzip or deflate when the scraper accepts it
+        await response.prepare(request)
+        eof = b""
+        for family in families:
+            chunk = await loop.run_in_executor(self._render, encoder, _OneFamily(family))
+            if chunk.endswith(_OPENMETRICS_EOF):
+                chunk, eof = chunk[:-len(_OPENMETRICS_EOF)], _OPENMETRICS_EOF
+            if chunk:
+                await response.write(chunk)
+        if not families and content_type.startswith("application/openmetrics-text"):
+            eof = _OPENMETRICS_EOF
+        await response.write(eof)
+        await response.write_eof()
         return response
 
     async def _authorize(self, request: web.Request) -> web.Response | None:
