@@ -9,7 +9,7 @@ import pytest
 from vault_sts_operator.cli import _parser
 from vault_sts_operator.ctl.enroll import consecutive_codes
 from vault_sts_operator.ctl.plugin import parser as plugin_parser
-from vault_sts_operator.ctl.status import render, render_list
+from vault_sts_operator.ctl.status import healthy, render, render_list
 
 
 class FakeClock:
@@ -58,16 +58,31 @@ def test_status_text_says_when_and_hides_nothing_it_should_show():
         "generation": 2, "observedGeneration": 2, "accessKeyId": "ASIAEXAMPLE", "assumedRoleArn": "arn:x",
         "issuedAt": "2026-11-26T11:40:00Z", "expiration": "2026-11-26T12:40:00Z",
         "renewalTime": "2026-11-26T12:20:00Z",
+        "rotationFailing": {"type": "RotationFailing", "status": "False", "reason": "Succeeded", "message": "ok"},
+        "failing": False, "failedAttempts": 0, "lastFailureTime": None, "nextRetryTime": None,
         "secret": {"name": "billing-aws", "exists": True, "keys": ["AWS_ACCESS_KEY_ID"], "ownedByCredential": False},
         "rotateRequested": None,
         "events": [{"type": "Normal", "reason": "Issued", "message": "m", "count": 3, "last": "t"}],
     }
     text = render(info, now)
     assert "Ready:        True (Issued)" in text
+    assert "Rotation:     not failing" in text
     assert "Expiration:   2026-11-26T12:40:00Z (in 40m00s)" in text
     assert "Issued:       2026-11-26T11:40:00Z (20m00s ago)" in text
     assert "NOT owned by this credential" in text
     assert "(x3)" in text
+    assert healthy(info["ready"], info["failing"])
+
+    failing = {**info, "failing": True, "failedAttempts": 3, "lastFailureTime": "2026-11-26T11:59:00Z",
+               "nextRetryTime": "2026-11-26T12:00:30Z",
+               "rotationFailing": {"type": "RotationFailing", "status": "True", "reason": "Throttled",
+                                   "message": "STS throttled the request"}}
+    text = render(failing, now)
+    assert "Ready:        True (Issued)" in text  # the Secret is still valid ...
+    assert ("Rotation:     FAILING (Throttled), 3 attempt(s) in a row, last 2026-11-26T11:59:00Z (1m00s ago); "
+            "next attempt 2026-11-26T12:00:30Z (in 0m30s)") in text  # ... and its rotation is not
+    assert "STS throttled the request" in text
+    assert not healthy(failing["ready"], failing["failing"])  # exit 1: not well
 
 
 @pytest.mark.parametrize("argv", [["status", "-o", "yaml"], ["rotate"], ["mfa", "enroll"], ["check-identity"], ["mfa"]])
@@ -89,13 +104,18 @@ def test_status_without_a_name_lists_the_namespace():
     assert _parser().parse_args(["status", "-n", "team-a"]).name is None
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     rows = [{"name": "billing", "identity": "ops", "ready": "True", "reason": "Issued", "secretName": "billing",
+             "failing": False, "failingReason": "",
+             "expiration": "2026-11-26T12:40:00Z", "renewalTime": "2026-11-26T12:30:00Z"},
+            {"name": "ledger", "identity": "ops", "ready": "True", "reason": "Issued", "secretName": "ledger",
+             "failing": True, "failingReason": "Throttled",
              "expiration": "2026-11-26T12:40:00Z", "renewalTime": "2026-11-26T12:30:00Z"},
             {"name": "reports", "identity": "ops", "ready": "False", "reason": "NotAllowed", "secretName": None,
-             "expiration": None, "renewalTime": None}]
+             "failing": True, "failingReason": "NotAllowed", "expiration": None, "renewalTime": None}]
     lines = render_list(rows, "team-a", now).splitlines()
-    assert lines[0].split() == ["NAME", "IDENTITY", "READY", "REASON", "EXPIRATION", "RENEWAL"]
-    assert lines[1].split()[:4] == ["billing", "ops", "True", "Issued"] and "(in 40m00s)" in lines[1]
-    assert lines[2].split() == ["reports", "ops", "False", "NotAllowed", "-", "-"]
+    assert lines[0].split() == ["NAME", "IDENTITY", "READY", "REASON", "FAILING", "EXPIRATION", "RENEWAL"]
+    assert lines[1].split()[:5] == ["billing", "ops", "True", "Issued", "-"] and "(in 40m00s)" in lines[1]
+    assert lines[2].split()[:5] == ["ledger", "ops", "True", "Issued", "Throttled"]
+    assert lines[3].split() == ["reports", "ops", "False", "NotAllowed", "NotAllowed", "-", "-"]
     assert render_list([], "team-a", now) == "No AssumedRoleCredentials in namespace team-a."
 
 

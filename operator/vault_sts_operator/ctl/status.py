@@ -1,7 +1,7 @@
 """`vault-sts-operator status NAME -n NS`: conditions, expiry, renewal, Secret and the last Events.
 
-Without NAME: one line per AssumedRoleCredential of the namespace (Ready and its reason, expiry, renewal);
-exit 0 when every one is Ready (or there is none), 1 otherwise."""
+Without NAME: one line per AssumedRoleCredential of the namespace (Ready and its reason, whether rotation is
+failing, expiry, renewal); exit 0 when every one is Ready and none is failing (or there is none), 1 otherwise."""
 
 from __future__ import annotations
 
@@ -48,6 +48,19 @@ def _relative(when: datetime | None, now: datetime) -> str:
         f"{when.isoformat().replace('+00:00', 'Z')} ({text} ago)"
 
 
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((cond for cond in status.get("conditions") or [] if cond.get("type") == type_), None)
+
+
+def _failing(status: dict[str, Any]) -> bool:
+    return (_condition(status, "RotationFailing") or {}).get("status") == "True"
+
+
+def healthy(ready: dict[str, Any] | None, failing: bool) -> bool:
+    """Exit 0 only for a credential whose Secret is valid and whose latest attempt did not fail."""
+    return (ready or {}).get("status") == "True" and not failing
+
+
 def gather(kube: Any, namespace: str, name: str, events: int) -> dict[str, Any]:
     body = kube.credential(namespace, name)
     spec, status = body.get("spec") or {}, body.get("status") or {}
@@ -56,7 +69,7 @@ def gather(kube: Any, namespace: str, name: str, events: int) -> dict[str, Any]:
     items = kube.events(namespace, c.CREDENTIAL_KIND, name)
     items.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or
                                  (e.get("metadata") or {}).get("creationTimestamp") or ""))
-    ready = next((cond for cond in status.get("conditions") or [] if cond.get("type") == "Ready"), None)
+    ready = _condition(status, "Ready")
     return {
         "namespace": namespace, "name": name,
         "identity": (spec.get("identityRef") or {}).get("name"), "roleArn": spec.get("roleArn"),
@@ -67,6 +80,9 @@ def gather(kube: Any, namespace: str, name: str, events: int) -> dict[str, Any]:
         "accessKeyId": status.get("accessKeyId"), "assumedRoleArn": status.get("assumedRoleArn"),
         "issuedAt": status.get("issuedAt"), "expiration": status.get("expiration"),
         "renewalTime": status.get("renewalTime"),
+        "rotationFailing": _condition(status, "RotationFailing"), "failing": _failing(status),
+        "failedAttempts": status.get("failedAttempts") or 0, "lastFailureTime": status.get("lastFailureTime"),
+        "nextRetryTime": status.get("nextRetryTime"),
         "secret": {"name": secret_name, "exists": secret is not None,
                    "keys": secret["keys"] if secret else [],
                    "ownedByCredential": bool(secret) and any(
@@ -83,10 +99,13 @@ def gather_list(kube: Any, namespace: str) -> list[dict[str, Any]]:
     rows = []
     for body in sorted(kube.credentials(namespace), key=lambda b: str((b.get("metadata") or {}).get("name"))):
         spec, status = body.get("spec") or {}, body.get("status") or {}
-        ready = next((cond for cond in status.get("conditions") or [] if cond.get("type") == "Ready"), None) or {}
+        ready = _condition(status, "Ready") or {}
         rows.append({"namespace": namespace, "name": (body.get("metadata") or {}).get("name"),
                      "identity": (spec.get("identityRef") or {}).get("name"),
                      "ready": ready.get("status", "Unknown"), "reason": ready.get("reason", ""),
+                     "failing": _failing(status),
+                     "failingReason": (_condition(status, "RotationFailing") or {}).get("reason", "")
+                     if _failing(status) else "",
                      "secretName": status.get("secretName") or (spec.get("target") or {}).get("secretName"),
                      "expiration": status.get("expiration"), "renewalTime": status.get("renewalTime")})
     return rows
@@ -95,13 +114,24 @@ def gather_list(kube: Any, namespace: str) -> list[dict[str, Any]]:
 def render_list(rows: list[dict[str, Any]], namespace: str, now: datetime) -> str:
     if not rows:
         return f"No AssumedRoleCredentials in namespace {namespace}."
-    table = [("NAME", "IDENTITY", "READY", "REASON", "EXPIRATION", "RENEWAL")]
+    table = [("NAME", "IDENTITY", "READY", "REASON", "FAILING", "EXPIRATION", "RENEWAL")]
     table += [(str(r["name"]), str(r["identity"] or "-"), r["ready"], r["reason"] or "-",
+               r["failingReason"] if r["failing"] else "-",
                _relative(_parse_time(r["expiration"]), now), _relative(_parse_time(r["renewalTime"]), now))
               for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
                      for line in table)
+
+
+def _rotation_line(info: dict[str, Any], now: datetime) -> str:
+    if not info["failing"]:
+        return "  Rotation:     not failing"
+    cond = info["rotationFailing"] or {}
+    return (f"  Rotation:     FAILING ({cond.get('reason', '-')}), {info['failedAttempts']} attempt(s) in a row, "
+            f"last {_relative(_parse_time(info['lastFailureTime']), now)}; "
+            f"next attempt {_relative(_parse_time(info['nextRetryTime']), now)}\n"
+            f"                {cond.get('message', '-')}")
 
 
 def render(info: dict[str, Any], now: datetime) -> str:
@@ -113,6 +143,7 @@ def render(info: dict[str, Any], now: datetime) -> str:
         f"  Ready:        {ready.get('status', 'Unknown')} ({ready.get('reason', 'no condition yet')})"
         f" since {ready.get('lastTransitionTime', '-')}",
         f"  Message:      {ready.get('message', '-')}",
+        _rotation_line(info, now),
         f"  Generation:   {info['generation']} (observed {info['observedGeneration']})",
         f"  Access key:   {info['accessKeyId'] or '-'}   {info['assumedRoleArn'] or ''}".rstrip(),
         f"  Issued:       {_relative(_parse_time(info['issuedAt']), now)}",
@@ -143,10 +174,10 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2, default=str))
         else:
             print(render_list(rows, args.namespace, datetime.now(UTC)))
-        return OK if all(r["ready"] == "True" for r in rows) else UNHEALTHY
+        return OK if all(r["ready"] == "True" and not r["failing"] for r in rows) else UNHEALTHY
     info = gather(Kube(), args.namespace, args.name, args.events)
     if args.output == "json":
         print(json.dumps(info, indent=2, default=str))
     else:
         print(render(info, datetime.now(UTC)))
-    return OK if (info["ready"] or {}).get("status") == "True" else UNHEALTHY
+    return OK if healthy(info["ready"], info["failing"]) else UNHEALTHY
