@@ -674,6 +674,7 @@ class Bench:
         and what it costs (STS calls, TOTP codes, API requests)."""
         before = self.cluster.counts()
         log("restart: stopping the operator")
+        self.sampler.peak_mb()  # its VmHWM, while it still runs (retarget below reads the new process only)
         self.operator.stop()
         started = time.monotonic()
         self.operator.start(wait=False)
