@@ -87,7 +87,15 @@ class LeaderElector:
         async with self._writing:
             if self._released:
                 return False
-            return await self._acquire_or_renew()
+            # Each attempt is bounded (client-go bounds a renewal by the renew deadline): an API server slow to
+            # answer must not hold this replica past its deadline while believing it leads.
+            try:
+                async with asyncio.timeout(self._timing.renew_deadline / 2):
+                    return await self._acquire_or_renew()
+            except TimeoutError:
+                log.warning("leader election: Lease %s/%s: no answer within %.1fs", self._namespace, self._name,
+                            self._timing.renew_deadline / 2)
+                return False
 
     async def _acquire_or_renew(self) -> bool:
         try:
@@ -141,6 +149,9 @@ class LeaderElector:
 
     async def run(self) -> None:
         """Forever: acquire, then renew until a renewal misses the deadline; then acquire again."""
+        # Not leading until this run holds the Lease, also when the supervisor restarts a run that led (the
+        # scheduler must pause, and resume only once the Lease is renewed again).
+        self._set_leading(False)
         self._scheduler.pause()
         while True:
             while not await self.try_acquire_or_renew():
