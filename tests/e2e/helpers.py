@@ -137,8 +137,9 @@ class Kube:
 
 
 def vault_layout_in_tenant_view(kube: Kube) -> list[str]:
-    """Vault addresses, paths and keys (from every MFAIdentity) found in AssumedRoleCredential statuses or
-    Events: what a tenant can read must name none of them (the admin's MFAIdentity status may)."""
+    """Vault addresses, paths and keys (from every MFAIdentity) found in AssumedRoleCredential statuses or the
+    Events about them: what the operator tells a tenant must name none of them (the admin's MFAIdentity status and
+    Events may)."""
     import json
     from urllib.parse import urlsplit
 
@@ -156,6 +157,9 @@ def vault_layout_in_tenant_view(kube: Kube) -> list[str]:
             needles.add(f"{totp.get('mount') or 'totp'}/code/{totp['key']}")
     statuses = json.dumps([c.get("status") for c in kube.custom.list_cluster_custom_object(
         GROUP, VERSION, ARC)["items"]])
-    events = "\n".join(f"{e.reason} {e.message}" for e in kube.core.list_event_for_all_namespaces().items)
+    # The operator's Events about credentials (what it tells tenants). Others in a tenant's namespace are not the
+    # operator's words: a kubelet's "read udp 127.0.0.1:42173->127.0.0.1:53" once matched a trap Vault's port.
+    events = "\n".join(f"{e.reason} {e.message}" for e in kube.core.list_event_for_all_namespaces().items
+                       if e.involved_object is not None and e.involved_object.kind == "AssumedRoleCredential")
     return [f"{needle!r} in {where}" for where, text in (("statuses", statuses), ("events", events))
             for needle in sorted(needles) if needle and needle in text]
