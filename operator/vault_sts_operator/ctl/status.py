@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from vault_sts_operator.api import constants as c
+from vault_sts_operator.api.conditions import find_condition
 from vault_sts_operator.ctl.errors import OK, UNHEALTHY
+from vault_sts_operator.domain import reasons
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], exit_help: str) -> None:
@@ -48,12 +51,13 @@ def _relative(when: datetime | None, now: datetime) -> str:
         f"{when.isoformat().replace('+00:00', 'Z')} ({text} ago)"
 
 
-def _condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((cond for cond in status.get("conditions") or [] if cond.get("type") == type_), None)
+def _condition(status: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
+    found = find_condition(status.get("conditions"), type_)
+    return dict(found) if found is not None else None
 
 
-def _failing(status: dict[str, Any]) -> bool:
-    return (_condition(status, "RotationFailing") or {}).get("status") == "True"
+def _failing(status: Mapping[str, Any]) -> bool:
+    return (_condition(status, reasons.ROTATION_FAILING) or {}).get("status") == "True"
 
 
 def healthy(ready: dict[str, Any] | None, failing: bool) -> bool:
@@ -69,7 +73,7 @@ def gather(kube: Any, namespace: str, name: str, events: int) -> dict[str, Any]:
     items = kube.events(namespace, c.CREDENTIAL_KIND, name)
     items.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or
                                  (e.get("metadata") or {}).get("creationTimestamp") or ""))
-    ready = _condition(status, "Ready")
+    ready = _condition(status, reasons.READY)
     return {
         "namespace": namespace, "name": name,
         "identity": (spec.get("identityRef") or {}).get("name"), "roleArn": spec.get("roleArn"),
@@ -80,7 +84,7 @@ def gather(kube: Any, namespace: str, name: str, events: int) -> dict[str, Any]:
         "accessKeyId": status.get("accessKeyId"), "assumedRoleArn": status.get("assumedRoleArn"),
         "issuedAt": status.get("issuedAt"), "expiration": status.get("expiration"),
         "renewalTime": status.get("renewalTime"),
-        "rotationFailing": _condition(status, "RotationFailing"), "failing": _failing(status),
+        "rotationFailing": _condition(status, reasons.ROTATION_FAILING), "failing": _failing(status),
         "failedAttempts": status.get("failedAttempts") or 0, "lastFailureTime": status.get("lastFailureTime"),
         "nextRetryTime": status.get("nextRetryTime"),
         "secret": {"name": secret_name, "exists": secret is not None,
@@ -99,13 +103,14 @@ def gather_list(kube: Any, namespace: str) -> list[dict[str, Any]]:
     rows = []
     for body in sorted(kube.credentials(namespace), key=lambda b: str((b.get("metadata") or {}).get("name"))):
         spec, status = body.get("spec") or {}, body.get("status") or {}
-        ready = _condition(status, "Ready") or {}
+        ready = _condition(status, reasons.READY) or {}
+        failing = _failing(status)
         rows.append({"namespace": namespace, "name": (body.get("metadata") or {}).get("name"),
                      "identity": (spec.get("identityRef") or {}).get("name"),
                      "ready": ready.get("status", "Unknown"), "reason": ready.get("reason", ""),
-                     "failing": _failing(status),
-                     "failingReason": (_condition(status, "RotationFailing") or {}).get("reason", "")
-                     if _failing(status) else "",
+                     "failing": failing,
+                     "failingReason": (_condition(status, reasons.ROTATION_FAILING) or {}).get("reason", "")
+                     if failing else "",
                      "secretName": status.get("secretName") or (spec.get("target") or {}).get("secretName"),
                      "expiration": status.get("expiration"), "renewalTime": status.get("renewalTime")})
     return rows
