@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from vault_sts_operator.domain.allowlist import NAME_PLACEHOLDER, NAMESPACE_PLACEHOLDER, placeholder_problems
+from vault_sts_operator.domain.delivery import DEFAULT_DELIVERY_MODES, SECRET, mode_problems, mode_refusal
 from vault_sts_operator.domain.errors import InvalidSpecError, NotAllowedError
 from vault_sts_operator.domain.session_name import qualified_session_name
 
@@ -47,6 +48,7 @@ class TenantPolicy:
     allow_tenant_external_id: bool = False  # a tenant's spec.externalId is used where the identity sets none
     max_duration_seconds: int | None = None  # cap on a credential's durationSeconds
     mfa_modes: tuple[str, ...] = DEFAULT_MFA_MODES  # mfa modes tenants may ask for
+    delivery_modes: tuple[str, ...] = DEFAULT_DELIVERY_MODES  # how tenants may receive credentials
 
     @property
     def sends_identity_fields(self) -> bool:
@@ -76,6 +78,7 @@ def policy_problems(policy: TenantPolicy) -> list[str]:
     for mode in policy.mfa_modes:
         if mode not in MFA_MODES:
             problems.append(f"limits.mfaModes: {mode!r} is not session or direct")
+    problems += mode_problems(policy.delivery_modes)
     if policy.external_id:
         problems += [f"externalId.value: {p}" for p in placeholder_problems(policy.external_id,
                                                                              placeholders=PLACEHOLDERS, globs=False)]
@@ -160,8 +163,12 @@ def session_parameters(
     tenant_external_id: str,
     duration_seconds: int,
     mfa_mode: str,
+    delivery_mode: str = SECRET,
 ) -> SessionParameters:
     """The parameters to send, or InvalidSpecError / NotAllowedError. Nothing is sent when this raises."""
+    refusal = mode_refusal(delivery_mode, policy.delivery_modes, identity)
+    if refusal:
+        raise NotAllowedError(refusal)
     if mfa_mode not in policy.mfa_modes:
         raise NotAllowedError(f"spec.mfa: {mfa_mode} is not allowed by MFAIdentity {identity!r} "
                               f"(limits.mfaModes: {', '.join(policy.mfa_modes) or 'none'})")

@@ -114,4 +114,5 @@ def tenant_parameters(identity: IdentitySpec, spec: CredentialSpec) -> SessionPa
     return session_parameters(
         identity.tenancy, identity=identity.name, namespace=spec.namespace, name=spec.name,
         requested_session_name=spec.role_session_name, tenant_tags=spec.tags,
-        tenant_external_id=spec.external_id, duration_seconds=spec.duration_seconds, mfa_mode=spec.mfa_mode)
+        tenant_external_id=spec.external_id, duration_seconds=spec.duration_seconds, mfa_mode=spec.mfa_mode,
+        delivery_mode=spec.delivery.mode)
