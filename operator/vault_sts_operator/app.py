@@ -18,6 +18,7 @@ from vault_sts_operator.clients.vault_factory import VaultSessionFactory
 from vault_sts_operator.config import OperatorConfig
 from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.domain.rate import Rate
 from vault_sts_operator.domain.timefmt import format_time
 from vault_sts_operator.services.controller import CredentialController
 from vault_sts_operator.services.identity_catalog import IdentityCatalog
@@ -62,7 +63,8 @@ def build_services(config: OperatorConfig) -> Services:
         service_account=(config.lease_namespace, config.service_account) if config.service_account else None)
     devices = MfaDeviceGuard(LeaseStepStore(rest, namespace=config.lease_namespace, holder=config.instance_id))
     sts = StsGateway(max_pool=config.sts_concurrency * 2)
-    calls = BlockingCalls(config.sts_concurrency)
+    calls = BlockingCalls(config.sts_concurrency,
+                          Rate(config.sts_rate, config.sts_burst) if config.sts_rate > 0 else None)
 
     async def record_session(identity: IdentitySpec, creds: TemporaryCredentials) -> None:
         try:

@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS",
                      help="how often candidates try and the leader renews (default %(default)s)")
     run.add_argument("--sts-concurrency", type=int, default=16, help="STS calls in flight at most")
+    run.add_argument("--sts-rate", type=float, default=OperatorConfig.sts_rate, metavar="PER_SECOND",
+                     help="STS calls started per second at most, all identities together; 0: no limit "
+                          "(default %(default)s: a restart with 10,000 credentials due stays far below STS's "
+                          "request limits)")
+    run.add_argument("--sts-burst", type=int, default=OperatorConfig.sts_burst,
+                     help="STS calls that may start at once before --sts-rate paces them (default %(default)s)")
     run.add_argument("--restart-debounce", type=float, default=10.0, metavar="SECONDS",
                      help="rollout restarts asked for within this window are done once")
     run.add_argument("--rotate-min-interval", type=float, default=OperatorConfig.rotate_min_interval_seconds,
@@ -147,6 +153,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
                             retry_period=args.leader_election_retry_period)
     if timing.problems():
         raise SystemExit("--leader-election-*: " + "; ".join(timing.problems()))
+    if args.sts_rate < 0 or args.sts_burst < 1:
+        raise SystemExit("--sts-rate must be 0 (no limit) or positive, and --sts-burst at least 1")
     problems = pattern_problems([*args.allowed_vault_address, *args.allowed_sts_endpoint])
     if problems:
         raise SystemExit("--allowed-vault-address / --allowed-sts-endpoint: " + "; ".join(problems))
@@ -168,6 +176,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         leader_election_lease=args.leader_election_lease,
         election=timing,
         sts_concurrency=args.sts_concurrency,
+        sts_rate=args.sts_rate,
+        sts_burst=args.sts_burst,
         restart_debounce_seconds=args.restart_debounce,
         rotate_min_interval_seconds=args.rotate_min_interval,
         secret_ref_namespace=args.secret_ref_namespace,

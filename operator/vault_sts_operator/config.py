@@ -41,6 +41,9 @@ class OperatorConfig:
     leader_election_lease: str = ""
     election: ElectionTiming = field(default_factory=ElectionTiming)
     sts_concurrency: int = 16
+    # STS calls started per second at most, and at once (0: no rate limit; domain/rate.py).
+    sts_rate: float = 20.0
+    sts_burst: int = 20
     worker_threads: int = 16
     # Scheduler workers: a pass mostly waits on the API server (three requests) and STS, so more passes
     # than cores are in flight; STS calls stay bounded by sts_concurrency.

@@ -9,10 +9,13 @@ first served (asyncio semaphores are FIFO).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
+
+from vault_sts_operator.domain.rate import Rate
 
 T = TypeVar("T")
 
@@ -104,11 +107,19 @@ class FairLock:
 
 
 class BlockingCalls:
-    """Blocking client calls (boto3) run in worker threads, at most `total` at once, fairly per key."""
+    """Blocking client calls (boto3) run in worker threads, at most `total` at once, fairly per key, and (with a
+    `rate`) started no faster than it allows."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, rate: Rate | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.limiter = FairLimiter(total)
+        self._rate = rate
+        self._clock, self._sleep = clock, sleep
 
     async def run(self, key: str, fn: Callable[[], T]) -> T:
         async with self.limiter.slot(key):
+            if self._rate is not None:
+                wait = self._rate.reserve(self._clock())
+                if wait > 0:
+                    await self._sleep(wait)
             return await asyncio.to_thread(fn)
