@@ -21,6 +21,7 @@ from vault_sts_operator.domain.errors import IssuingError
 from vault_sts_operator.domain.rate import Rate
 from vault_sts_operator.domain.timefmt import format_time
 from vault_sts_operator.services.controller import CredentialController
+from vault_sts_operator.services.credential_store import PodIdentityStore
 from vault_sts_operator.services.identity_catalog import IdentityCatalog
 from vault_sts_operator.services.identity_verification import IdentityVerification
 from vault_sts_operator.services.issuer import CredentialIssuer
@@ -50,6 +51,7 @@ class Services:
     identities: IdentityCatalog
     verification: IdentityVerification
     metrics_server: MetricsServer | None = None  # None: --metrics-port=0
+    store: PodIdentityStore | None = None  # None: mode PodIdentity is not enabled
 
 
 def build_services(config: OperatorConfig) -> Services:
@@ -83,7 +85,9 @@ def build_services(config: OperatorConfig) -> Services:
                                vault_aws=VaultAwsSessionProvider(vault=vault, devices=devices),
                                on_session=record_session)
     issuer = CredentialIssuer(vault=vault, sts=sts, devices=devices, sessions=sessions, calls=calls)
+    store = PodIdentityStore() if config.pod_identity is not None else None
     reconciler = CredentialReconciler(
+        store=store,
         kube=kube, issuer=issuer, writer=SecretWriter(kube), events=post_event,
         restarter=RolloutRestarter(kube, debounce_seconds=config.restart_debounce_seconds),
         rotate_min_interval=timedelta(seconds=config.rotate_min_interval_seconds),
@@ -94,7 +98,8 @@ def build_services(config: OperatorConfig) -> Services:
 
     identities = IdentityCatalog(config, on_change=identity_changed)
     controller = CredentialController(reconciler=reconciler, kube=kube, identities=identities,
-                                      workers=config.max_concurrent_passes, trust_known_secret=config.watch_secrets)
+                                      workers=config.max_concurrent_passes, trust_known_secret=config.watch_secrets,
+                                      store=store)
     verifier = IdentityVerifier(vault=vault, kube=kube, default_vault=config.default_vault,
                                 operator_namespace=config.lease_namespace, rules=config.connection_rules)
     verification = IdentityVerification(verifier, events=post_event, on_changed=controller.identity_changed,
@@ -114,6 +119,7 @@ def build_services(config: OperatorConfig) -> Services:
                       stall_after=config.watch_stall_seconds)
     return Services(config=config, kube=kube, vault=vault, issuer=issuer, reconciler=reconciler, verifier=verifier,
                     controller=controller, watches=watches, identities=identities, verification=verification,
+                    store=store,
                     metrics_server=build_metrics_server(port=config.metrics_port, secure=config.metrics_secure,
                                                         cert_dir=config.metrics_cert_dir, reviewer=kube)
                     if config.metrics_port else None)

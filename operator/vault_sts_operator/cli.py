@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from vault_sts_operator import __version__
 from vault_sts_operator.api.specs import KubernetesAuth, SecretKeyRef, TokenAuth, VaultAuth, VaultConnection
-from vault_sts_operator.config import OperatorConfig
+from vault_sts_operator.config import OperatorConfig, PodIdentityConfig
 from vault_sts_operator.domain.destinations import AWS_STS_ENDPOINTS, pattern_problems
 from vault_sts_operator.domain.leader import ElectionTiming
 
@@ -103,6 +103,21 @@ def _parser() -> argparse.ArgumentParser:
                           "request limits)")
     run.add_argument("--sts-burst", type=int, default=OperatorConfig.sts_burst,
                      help="STS calls that may start at once before --sts-rate paces them (default %(default)s)")
+    pod = PodIdentityConfig()
+    run.add_argument("--pod-identity", action="store_true",
+                     help="serve mode PodIdentity: node agents ask this operator for pods' credentials "
+                          "(docs/pod-identity.md)")
+    run.add_argument("--pod-identity-port", type=int, default=pod.port, help="HTTPS port for node agents")
+    run.add_argument("--pod-identity-cert-dir", default="", metavar="DIR",
+                     help="directory holding tls.crt and tls.key for the agents' endpoint (empty: self-signed)")
+    run.add_argument("--pod-identity-audience", default=pod.audience, help="audience of pods' projected tokens")
+    run.add_argument("--pod-identity-agent-audience", default=pod.agent_audience,
+                     help="audience of the node agents' own tokens")
+    run.add_argument("--pod-identity-agent-service-account", default="", metavar="NAME",
+                     help="the agents' ServiceAccount, in the operator's namespace")
+    run.add_argument("--pod-identity-service", default="", metavar="NAME",
+                     help="the selector-less Service the leader publishes itself behind (EndpointSlice "
+                          "NAME-leader, address from $POD_IP)")
     run.add_argument("--restart-debounce", type=float, default=10.0, metavar="SECONDS",
                      help="rollout restarts asked for within this window are done once")
     run.add_argument("--rotate-min-interval", type=float, default=OperatorConfig.rotate_min_interval_seconds,
@@ -113,6 +128,23 @@ def _parser() -> argparse.ArgumentParser:
 
     ctl.add_verbs(sub)
     return parser
+
+
+def _pod_identity(args: argparse.Namespace) -> PodIdentityConfig | None:
+    if not args.pod_identity:
+        return None
+    config = PodIdentityConfig(port=args.pod_identity_port, cert_dir=args.pod_identity_cert_dir,
+                               audience=args.pod_identity_audience, agent_audience=args.pod_identity_agent_audience,
+                               agent_service_account=args.pod_identity_agent_service_account,
+                               service=args.pod_identity_service)
+    if not config.agent_service_account:
+        raise SystemExit("--pod-identity needs --pod-identity-agent-service-account (the agents' ServiceAccount)")
+    if config.audience == config.agent_audience:
+        raise SystemExit("--pod-identity-audience and --pod-identity-agent-audience must differ (a pod's token must "
+                         "never pass as an agent's)")
+    if config.service and not config.pod_ip:
+        raise SystemExit("--pod-identity-service needs this pod's IP in $POD_IP (the downward API's status.podIP)")
+    return config
 
 
 def _flag(value: str) -> bool:
@@ -176,6 +208,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         leader_election_lease=args.leader_election_lease,
         election=timing,
         sts_concurrency=args.sts_concurrency,
+        pod_identity=_pod_identity(args),
         sts_rate=args.sts_rate,
         sts_burst=args.sts_burst,
         restart_debounce_seconds=args.restart_debounce,

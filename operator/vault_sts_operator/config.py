@@ -18,6 +18,19 @@ def is_namespace_pattern(namespace: str) -> bool:
 
 
 @dataclass(frozen=True)
+class PodIdentityConfig:
+    """Mode PodIdentity (docs/pod-identity.md): the endpoint node agents ask, and who may ask it."""
+
+    port: int = 8444
+    cert_dir: str = ""  # tls.crt and tls.key (the chart's Secret); empty: self-signed (tests only)
+    audience: str = "vaultsts.io/pod-identity"  # pods' projected tokens
+    agent_audience: str = "vaultsts.io/pod-identity-agent"  # the agents' own tokens
+    agent_service_account: str = ""  # in the operator's namespace
+    service: str = ""  # the selector-less Service whose EndpointSlice the leader writes ('' none: standalone tests)
+    pod_ip: str = field(default_factory=lambda: os.environ.get("POD_IP", ""))
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     default_vault: VaultConnection | None = None
     vault_sa_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -67,6 +80,7 @@ class OperatorConfig:
     # Longest sleep between two passes of a credential (each reads its Secret by name): without the
     # watch, this bounds how long a Secret deleted by hand stays away.
     secret_check_seconds: float = 3600.0
+    pod_identity: PodIdentityConfig | None = None  # None: mode PodIdentity is refused (NotAllowed)
 
     @property
     def connection_rules(self) -> ConnectionRules:

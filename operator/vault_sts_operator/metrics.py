@@ -42,6 +42,14 @@ ROLLOUT_RESTARTS_REFUSED = Counter(f"{_NS}_rollout_restarts_refused_total",
 MFA_SESSION_EXPIRATION = Gauge(
     f"{_NS}_mfa_session_expiration_timestamp_seconds",
     "Unix time at which the identity's cached MFA session (GetSessionToken) expires", ["identity"])
+POD_IDENTITY_REQUESTS = Counter(f"{_NS}_pod_identity_requests_total",
+                                "Node agents' requests for a pod's credentials, by result (Granted or the refusal code)",
+                                ["result"])
+POD_IDENTITY_SECONDS = Histogram(f"{_NS}_pod_identity_request_seconds",
+                                 "Time to answer a node agent's request for a pod's credentials",
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+TOKEN_REVIEWS = Counter(f"{_NS}_token_reviews_total", "TokenReviews of Pod Identity tokens, by kind (agent, pod) "
+                        "and whether the answer came from the 60-second cache", ["kind", "cached"])
 BUILD_INFO = Gauge(f"{_NS}_build_info", "Always 1; the labels say which build runs",
                    ["version", "python_version"])
 

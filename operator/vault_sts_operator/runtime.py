@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from vault_sts_operator import metrics
@@ -26,6 +27,9 @@ from vault_sts_operator.clients import kube_config
 from vault_sts_operator.config import OperatorConfig
 from vault_sts_operator.services.health import HealthServer
 from vault_sts_operator.services.leader import LeaderElector
+from vault_sts_operator.services.leader_endpoint import LeaderEndpoint
+from vault_sts_operator.services.metrics_server import CertificateFiles, self_signed_context
+from vault_sts_operator.services.pod_identity_server import PodIdentityServer
 from vault_sts_operator.services.supervisor import Supervisor, SupervisorStopped
 
 log = logging.getLogger(__name__)
@@ -34,22 +38,52 @@ DRAIN_SECONDS = 5.0  # how long a shutdown waits for passes in flight before it 
 
 
 class _Both:
-    """The two schedulers, paused and resumed together by the leader election."""
+    """The two schedulers, paused and resumed together by the leader election; in mode PodIdentity also what the
+    replica holds for agents (dropped when it stops leading) and its EndpointSlice (published when it leads)."""
 
     def __init__(self, services: Services) -> None:
         self._schedulers = (services.controller.scheduler, services.verification.scheduler)
+        self._store = services.store
+        self.publisher: LeaderEndpoint | None = None
 
     def pause(self) -> None:
         for scheduler in self._schedulers:
             scheduler.pause()
+        if self._store is not None:
+            self._store.drop_all()
+        if self.publisher is not None:
+            self.publisher.leadership_changed()
 
     def resume(self) -> None:
         for scheduler in self._schedulers:
             scheduler.resume()
+        if self.publisher is not None:
+            self.publisher.leadership_changed()
+
+
+def _pod_identity(config: OperatorConfig, services: Services, both: _Both, leading: Callable[[], bool]
+                  ) -> tuple[PodIdentityServer, LeaderEndpoint | None] | None:
+    """Mode PodIdentity's endpoint for node agents, and (behind the chart's Service) the leader's EndpointSlice."""
+    pod = config.pod_identity
+    if pod is None or services.store is None:
+        return None
+    certificates = CertificateFiles(pod.cert_dir) if pod.cert_dir else None
+    tls = certificates.context if certificates is not None else self_signed_context([pod.pod_ip] if pod.pod_ip else [])
+    server = PodIdentityServer(store=services.store, reviewer=services.kube, leading=leading, audience=pod.audience,
+                               agent_audience=pod.agent_audience,
+                               agent_account=(config.lease_namespace, pod.agent_service_account), port=pod.port,
+                               tls=tls, certificates=certificates)
+    publisher = None
+    if pod.service:
+        publisher = LeaderEndpoint(services.kube.rest, namespace=config.lease_namespace, service=pod.service,
+                                   address=pod.pod_ip, port=pod.port, leading=leading)
+        both.publisher = publisher
+    return server, publisher
 
 
 def _supervise(supervisor: Supervisor, services: Services, elector: LeaderElector | None,
-               health: HealthServer | None) -> None:
+               health: HealthServer | None,
+               pod_identity: tuple[PodIdentityServer, LeaderEndpoint | None] | None = None) -> None:
     supervisor.add("credential scheduler", services.controller.scheduler.run)
     supervisor.add("identity verification", services.verification.scheduler.run)
     for name, factory, stall_after in services.watches.supervised(supervisor.progress):
@@ -60,6 +94,11 @@ def _supervise(supervisor: Supervisor, services: Services, elector: LeaderElecto
         supervisor.add("metrics server", services.metrics_server.run)
     if health is not None:
         supervisor.add("probes", health.run)
+    if pod_identity is not None:
+        server, publisher = pod_identity
+        supervisor.add("pod identity endpoint", server.run)
+        if publisher is not None:
+            supervisor.add("pod identity leader endpoint", publisher.run)
 
 
 async def serve(config: OperatorConfig) -> int:
@@ -89,7 +128,8 @@ async def serve(config: OperatorConfig) -> int:
         where = urlsplit(config.liveness_endpoint)
         health = HealthServer(host=where.hostname or "0.0.0.0", port=where.port or 8080,  # noqa: S104
                               stalled=supervisor.stalled, role=role)
-    _supervise(supervisor, services, elector, health)
+    _supervise(supervisor, services, elector, health,
+               _pod_identity(config, services, both, lambda: elector is None or elector.leading))
     metrics.record_build_info()
     if elector is not None:
         both.pause()  # no pass before this replica holds the Lease

@@ -70,10 +70,13 @@ def test_parse_credential_reads_delivery_and_keeps_secret_hashes() -> None:
         parse_credential("team-a", "billing", _spec(delivery={"mode": "PodIdentity", "serviceAccounts": "billing"}))
 
 
-def test_pod_identity_is_refused_until_the_agent_exists() -> None:
-    """The API is in place before the node agent: a credential asking for it is InvalidSpec, never a Secret."""
-    with pytest.raises(InvalidSpecError, match="not available in this version"):
-        parse_credential("team-a", "billing", _spec(delivery={"mode": "PodIdentity", "serviceAccounts": ["billing"]}))
+def test_pod_identity_parses_and_keeps_its_own_bounds() -> None:
+    spec = parse_credential("team-a", "billing", _spec(delivery={"mode": "PodIdentity",
+                                                                 "serviceAccounts": ["billing"]}))
+    assert spec.delivery == DeliverySpec(mode="PodIdentity", service_accounts=("billing",))
+    assert not spec.delivery.writes_secret
+    # The mode is part of what was issued: switching modes issues again.
+    assert spec.issuance_hash() != parse_credential("team-a", "billing", _spec()).issuance_hash()
     with pytest.raises(InvalidSpecError, match="durationSeconds must be at least 1800"):
         parse_credential("team-a", "billing", _spec(durationSeconds=900,
                                                     delivery={"mode": "PodIdentity", "serviceAccounts": ["billing"]}))

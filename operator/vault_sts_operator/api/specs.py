@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from vault_sts_operator.domain import destinations
 from vault_sts_operator.domain.allowlist import placeholder_problems
-from vault_sts_operator.domain.delivery import DEFAULT_DELIVERY_MODES, POD_IDENTITY, DeliverySpec, delivery_problems
+from vault_sts_operator.domain.delivery import DEFAULT_DELIVERY_MODES, DeliverySpec, delivery_problems
 from vault_sts_operator.domain.durations import parse_duration
 from vault_sts_operator.domain.errors import InvalidSpecError
 from vault_sts_operator.domain.renewal import renew_before_refusal
@@ -512,10 +512,6 @@ def _check_delivery(spec: Mapping[str, Any], credential: CredentialSpec) -> None
                                  has_restart_targets=bool(credential.rollout_restart_targets))
     if problems:
         raise InvalidSpecError("spec." + "; spec.".join(problems))
-    if credential.delivery.mode == POD_IDENTITY:
-        # The API is in place; the node agent and the operator's endpoint are not built yet (docs/design/
-        # pod-identity.md). Refused rather than silently written to a Secret the tenant asked not to have.
-        raise InvalidSpecError("spec.delivery.mode PodIdentity is not available in this version of the operator")
 
 
 def _check_sts_limits(namespace: str, spec: Mapping[str, Any], credential: CredentialSpec) -> None:

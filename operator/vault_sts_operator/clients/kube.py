@@ -43,6 +43,7 @@ class ReviewedUser:
     uid: str = ""
     groups: tuple[str, ...] = ()
     extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    audiences: tuple[str, ...] = ()  # status.audiences: the audiences asked for that the token is valid for
 
 
 # The API server's answers to a Secret write that retrying cannot change: a field it validates (400, 422), RBAC or
@@ -290,7 +291,8 @@ class KubeGateway:
             return None
         return ReviewedUser(username=str(user["username"]), uid=str(user.get("uid") or ""),
                             groups=tuple(str(g) for g in user.get("groups") or ()),
-                            extra={str(k): tuple(str(v) for v in vs) for k, vs in (user.get("extra") or {}).items()})
+                            extra={str(k): tuple(str(v) for v in vs) for k, vs in (user.get("extra") or {}).items()},
+                            audiences=tuple(str(a) for a in status.get("audiences") or ()))
 
     async def may_access(self, user: ReviewedUser, *, path: str, verb: str) -> bool:
         """SubjectAccessReview of a non-resource URL (e.g. get /metrics) for `user`. Needs `create` on

@@ -49,6 +49,11 @@ class SecretConflictError(IssuingError):
     transient = False
 
 
+class ServiceAccountConflictError(IssuingError):
+    reason = reasons.SERVICE_ACCOUNT_CONFLICT
+    transient = False
+
+
 class SecretRefusedError(IssuingError):
     """The API server refused the Secret itself (400, 403, 413, 422): a configuration error (RBAC, an admission
     rule, a quota, a field it validates), not an outage. Retried after the configuration delay, or at once when

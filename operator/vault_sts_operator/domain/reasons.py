@@ -27,6 +27,8 @@ NOT_ALLOWED: Final = "NotAllowed"
 SECRET_CONFLICT: Final = "SecretConflict"
 # The API server refused to write the Secret (400, 403, 413, 422: validation, RBAC, admission, quota).
 SECRET_REFUSED: Final = "SecretRefused"
+# Mode PodIdentity: an older credential of the namespace serves one of the ServiceAccounts this one names.
+SERVICE_ACCOUNT_CONFLICT: Final = "ServiceAccountConflict"
 ACCESS_DENIED: Final = "AccessDenied"
 MFA_DEVICE_INVALID: Final = "MFADeviceInvalid"
 INVALID_DURATION: Final = "InvalidDuration"
@@ -43,7 +45,8 @@ KUBERNETES_ERROR: Final = "KubernetesError"
 
 # The reasons of the group above: progress needs the user's action (Stalled=True).
 USER_ACTION_REQUIRED: Final = frozenset({
-    INVALID_SPEC, IDENTITY_NOT_FOUND, NOT_ALLOWED, SECRET_CONFLICT, SECRET_REFUSED, ACCESS_DENIED,
+    INVALID_SPEC, IDENTITY_NOT_FOUND, NOT_ALLOWED, SECRET_CONFLICT, SECRET_REFUSED, SERVICE_ACCOUNT_CONFLICT,
+    ACCESS_DENIED,
     MFA_DEVICE_INVALID, INVALID_DURATION, ACCESS_KEY_INVALID, VAULT_PATH_NOT_FOUND, VAULT_PERMISSION_DENIED,
 })
 

@@ -31,6 +31,7 @@ from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.domain.object_meta import Key, key_of
 from vault_sts_operator.services.credential_cache import CredentialCache
 from vault_sts_operator.services.credential_series import CredentialSeries
+from vault_sts_operator.services.credential_store import PodIdentityStore
 from vault_sts_operator.services.legacy_finalizer import LegacyFinalizers
 from vault_sts_operator.services.reconciler import CredentialReconciler
 from vault_sts_operator.services.scheduler import Scheduler
@@ -47,9 +48,11 @@ class Identities(Protocol):
 
 class CredentialController:
     def __init__(self, *, reconciler: CredentialReconciler, kube: KubeGateway, identities: Identities, workers: int,
-                 trust_known_secret: bool = True,
+                 trust_known_secret: bool = True, store: PodIdentityStore | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._reconciler = reconciler
+        # Mode PodIdentity's bindings follow the watch on every replica (a standby that takes over knows them).
+        self._store = store
         self._identities = identities
         # With the Secret watch on, a Secret deleted by hand is reported (secret_deleted), so a pass may trust
         # what it last wrote. Without it (--no-watch-secrets), every pass reads its Secret by name: that read
@@ -61,6 +64,8 @@ class CredentialController:
         self.series = CredentialSeries(self.cache, active=lambda: not self.scheduler.paused)
         self.series.register()
         self._finalizers = LegacyFinalizers(kube)
+        if store is not None:
+            store.set_waker(self.wakeups.wake)
 
     # -- what the watch says (services/watch.py Consumer) ------------------------------------------
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
@@ -72,6 +77,8 @@ class CredentialController:
             return
         # While another replica is active, its status writes are the truth: every event re-decides the key.
         paused = self.scheduler.paused
+        if self._store is not None:
+            self._store.observe(key, body)
         sighting = self.cache.store(key, body, keep_unchanged=not paused)
         if sighting is not None:
             self.wakeups.observed(key, sighting, paused=paused)
@@ -92,6 +99,8 @@ class CredentialController:
         self.wakeups.identity_changed(identity)
 
     def forget(self, key: Key) -> None:
+        if self._store is not None:
+            self._store.forget(key)
         self.cache.forget(key)
         self.scheduler.forget(key)
 

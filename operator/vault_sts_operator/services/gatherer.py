@@ -24,12 +24,15 @@ from typing import Any
 from vault_sts_operator.api import constants as c
 from vault_sts_operator.api.specs import CredentialSpec, IdentitySpec, parse_credential
 from vault_sts_operator.clients.kube import KubeGateway
+from vault_sts_operator.domain import reasons
 from vault_sts_operator.domain.credential_pass import IdentityAccess, PassInput, refusal
 from vault_sts_operator.domain.decisions import IssuedRecord
-from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.domain.errors import IssuingError, NotAllowedError, ServiceAccountConflictError
 from vault_sts_operator.domain.kept_credentials import KeptCredentialStore, Owner
+from vault_sts_operator.domain.timefmt import parse_time
 from vault_sts_operator.outputs.issued_record import read_issued_record
 from vault_sts_operator.outputs.secret_manifest import secret_problems
+from vault_sts_operator.services.credential_store import PodIdentityStore
 from vault_sts_operator.services.issuer import tenant_parameters
 from vault_sts_operator.services.secret_writer import SecretWriter
 
@@ -58,6 +61,9 @@ class Gathered:
     verified: bool = True  # `current` is a fresh read (False: what this process last wrote)
     known: KnownSecret | None = None  # the Secret for the next pass to trust (None: none known)
     secret_known: bool = False  # the Secret was read or known: `facts.record` is its record (None: no Secret)
+    # Mode PodIdentity: `facts.record` describes what this process holds in memory (False: what the status says,
+    # after a restart or a failover, or None when an agent asked for credentials this process does not hold).
+    held: bool = False
 
     @property
     def owner(self) -> Owner:
@@ -75,7 +81,8 @@ def issue_key(identity: IdentitySpec, spec: CredentialSpec) -> str:
 
 class CredentialGatherer:
     def __init__(self, *, kube: KubeGateway, writer: SecretWriter, kept: KeptCredentialStore,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], store: PodIdentityStore | None = None) -> None:
+        self._store = store
         self._kube = kube
         self._writer = writer
         self._kept = kept
@@ -100,8 +107,14 @@ class CredentialGatherer:
             spec = parse_credential(namespace, name, body.get("spec") or {})
         except IssuingError as exc:
             return Gathered(replace(facts, spec_error=exc), body)
+        problems = tuple(secret_problems(spec, rotate_request=rotate_request, now=now)) \
+            if spec.delivery.writes_secret else ()
         facts = replace(facts, role_arn=spec.role_arn, spec_hash=spec.issuance_hash(), renew_before=spec.renew_before,
-                        secret_problems=tuple(secret_problems(spec, rotate_request=rotate_request, now=now)))
+                        secret_problems=problems)
+        if not spec.delivery.writes_secret:
+            refused = self._pod_identity_refusal(namespace, name)
+            if refused is not None:
+                return Gathered(replace(facts, spec_error=refused), body, spec)
         identity: IdentitySpec | None = None
         if not facts.secret_problems:
             try:
@@ -126,7 +139,35 @@ class CredentialGatherer:
             gathered = replace(gathered, facts=facts)
             if refusal(facts) is not None:
                 return gathered
+        if not spec.delivery.writes_secret:
+            return self._held(gathered)
         return await self._secret(gathered, spec, secret_absent=secret_absent, known=known)
+
+    def _pod_identity_refusal(self, namespace: str, name: str) -> IssuingError | None:
+        if self._store is None:
+            return NotAllowedError("spec.delivery.mode: PodIdentity is not enabled in this operator "
+                                   "(the platform team enables it with the chart's podIdentity.enabled)")
+        taken = self._store.conflicts((namespace, name))
+        if taken:
+            shown = ", ".join(f"{account} (served by {holder})" for account, holder in sorted(taken.items()))
+            return ServiceAccountConflictError(
+                f"spec.delivery.serviceAccounts: an older AssumedRoleCredential of this namespace serves {shown}")
+        return None
+
+    def _held(self, gathered: Gathered) -> Gathered:
+        """Mode PodIdentity: the record of the credentials this process holds; else the status's (a restart or a
+        failover: nothing is issued before the renewal time unless an agent asks for them)."""
+        assert self._store is not None
+        key = gathered.owner[:2]
+        stored = self._store.get(key, gathered.owner[2])
+        if stored is not None:
+            record: IssuedRecord | None = stored.record
+        elif self._store.is_wanted(key):
+            record = None
+        else:
+            record = status_record(gathered.body, gathered.facts.spec_hash)
+        return replace(gathered, facts=replace(gathered.facts, record=record), held=stored is not None,
+                       secret_known=True)
 
     async def _secret(self, gathered: Gathered, spec: CredentialSpec, *, secret_absent: bool,
                       known: KnownSecret | None) -> Gathered:
@@ -145,3 +186,21 @@ class CredentialGatherer:
             known = None
         return replace(gathered, facts=replace(gathered.facts, record=record, kept=kept), current=current,
                        verified=True, known=known, secret_known=not skip_read)
+
+
+def status_record(body: Mapping[str, Any], spec_hash: str) -> IssuedRecord | None:
+    """Mode PodIdentity, after a restart or failover: what the status says was issued for the current spec (Ready
+    at the current generation, in this mode), or None. The key id is not in the status (only its fingerprint)."""
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    ready = next((c for c in status.get("conditions") or () if c.get("type") == reasons.READY), None)
+    if ready is None or ready.get("status") != "True" or status.get("observedGeneration") != generation \
+            or (status.get("delivery") or {}).get("mode") != "PodIdentity":
+        return None
+    try:
+        return IssuedRecord(issued_at=parse_time(str(status["issuedAt"])),
+                            expiration=parse_time(str(status["expiration"])), spec_hash=spec_hash,
+                            rotate_request=str(status.get("rotateRequest") or ""), access_key_id="",
+                            assumed_role_arn=str(status.get("assumedRoleArn") or ""))
+    except (KeyError, ValueError):
+        return None

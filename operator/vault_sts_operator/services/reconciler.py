@@ -30,11 +30,14 @@ from vault_sts_operator.api.specs import CredentialSpec
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.domain import credential_status, reasons
 from vault_sts_operator.domain.credential_pass import Issue, Plan, Refuse, Report, decide_pass, sleep_seconds
+from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.decisions import IssuedRecord, Trigger, record_renewal_time
+from vault_sts_operator.domain.delivery import POD_IDENTITY, fingerprint
 from vault_sts_operator.domain.errors import IssuingError
 from vault_sts_operator.domain.kept_credentials import KeptCredentials, KeptCredentialStore
 from vault_sts_operator.domain.renewal import retry_delay
 from vault_sts_operator.domain.timefmt import format_time
+from vault_sts_operator.services.credential_store import PodIdentityStore, Stored
 from vault_sts_operator.services.gatherer import CredentialGatherer, Gathered, IdentityResolver, KnownSecret
 from vault_sts_operator.services.issuer import CredentialIssuer
 from vault_sts_operator.services.restarts import RolloutRestarter
@@ -117,11 +120,13 @@ class CredentialReconciler:
         max_sleep_seconds: float = MAX_SLEEP_SECONDS,
         kept: KeptCredentialStore | None = None,
         issuing_report_seconds: float = ISSUING_REPORT_SECONDS,
+        store: PodIdentityStore | None = None,
     ) -> None:
         self._issuing_report_seconds = issuing_report_seconds
+        self._store = store  # mode PodIdentity's credentials and bindings (None: the mode is not enabled)
         # Credentials issued in a pass whose Secret write failed: the next pass writes them instead of issuing.
         self._kept = kept if kept is not None else KeptCredentialStore()
-        self._gatherer = CredentialGatherer(kube=kube, writer=writer, kept=self._kept, clock=clock)
+        self._gatherer = CredentialGatherer(kube=kube, writer=writer, kept=self._kept, clock=clock, store=store)
         self._rotate_min_interval = rotate_min_interval
         self._max_sleep = max_sleep_seconds
         self._restarter = restarter
@@ -172,6 +177,11 @@ class CredentialReconciler:
             failures += 1
             metrics.FAILURES.labels(reason=exc.reason).inc()
             delay = retry_delay(failures, transient=exc.transient, jitter_key=f"{namespace}/{name}")
+            if self._store is not None and gathered is not None and gathered.spec is not None \
+                    and not gathered.spec.delivery.writes_secret:
+                # Agents waiting on this pass get the reason; held credentials stay servable only while the
+                # failure is transient (an identity that stops allowing the tenant stops it being served).
+                self._store.refused((namespace, name), exc.reason, exc.message, keep=exc.transient)
             reported, ready = await self._report_failure(body, exc, status, gathered, retry_in=delay)
             log.warning("%s/%s not issued (%s): %s; next attempt in %.0fs", namespace, name, exc.reason,
                         exc.detail, delay)
@@ -180,7 +190,7 @@ class CredentialReconciler:
 
     # -- act ---------------------------------------------------------------------------------------
     async def _issue(self, gathered: Gathered, plan: Issue, status: dict[str, Any],
-                     pending: _PendingReport | None = None) -> tuple[dict[str, Any], KnownSecret, datetime]:
+                     pending: _PendingReport | None = None) -> tuple[dict[str, Any], KnownSecret | None, datetime]:
         """Issue (or write the kept credentials), write the Secret, remove a former one, then status and Event."""
         spec, identity, facts, body = gathered.spec, gathered.identity, gathered.facts, gathered.body
         assert spec is not None and identity is not None  # a pass that issues parsed and resolved both
@@ -197,6 +207,10 @@ class CredentialReconciler:
                               rotate_request=facts.rotate_request, access_key_id=creds.access_key_id,
                               assumed_role_arn=creds.assumed_role_arn)
         renew_at = self._renew_at(spec, record)
+        if not spec.delivery.writes_secret:
+            return await self._hold(gathered, plan, status, creds, record, renew_at, pending)
+        if self._store is not None:
+            self._store.forget(owner[:2])  # switched back to mode Secret (the watch has told the store already)
         try:
             secret = await self._writer.write(spec=spec, owner_uid=owner[2], creds=creds, record=record,
                                               current=gathered.current, verified=gathered.verified)
@@ -221,21 +235,52 @@ class CredentialReconciler:
             self._restart_consumers(body, spec)
         return written, known, renew_at
 
+    async def _hold(self, gathered: Gathered, plan: Issue, status: dict[str, Any], creds: TemporaryCredentials,
+                    record: IssuedRecord, renew_at: datetime, pending: _PendingReport | None
+                    ) -> tuple[dict[str, Any], None, datetime]:
+        """Mode PodIdentity: the credentials go into this process's memory for the agents, never into a Secret;
+        the Secret of an earlier mode Secret is deleted; status and Event name a fingerprint, not the key id."""
+        spec, facts, body, owner = gathered.spec, gathered.facts, gathered.body, gathered.owner
+        assert spec is not None and self._store is not None
+        self._store.put(owner[:2], Stored(creds=creds, record=record, uid=owner[2]))
+        old_secret = status.get("secretName")
+        if old_secret:
+            await self._writer.delete_previous(spec.namespace, str(old_secret), owner[2])
+        accounts = ", ".join(spec.delivery.service_accounts)
+        message = (f"issued credentials {fingerprint(creds.access_key_id)} for {spec.role_arn} to the pods of "
+                   f"ServiceAccount(s) {accounts} ({_trigger_text(plan.trigger)}); expires "
+                   f"{format_time(creds.expiration)}")
+        if pending is not None:
+            await pending.settle()
+        written = await self._patch_status(body, spec, record, status, ready_message=message)
+        first = facts.record is None and not status.get("credentialFingerprint")
+        await self._events(body, type_="Normal", reason=reasons.ISSUED if first else reasons.ROTATED, message=message)
+        metrics.ROTATIONS.labels(namespace=spec.namespace, trigger=plan.trigger.name.lower()).inc()
+        # The operator's log keeps the key id, to find the session in CloudTrail (logs are not etcd).
+        log.info("%s/%s: %s (AccessKeyId %s)", spec.namespace, spec.name, message, creds.access_key_id)
+        return written, None, renew_at
+
     async def _report_current(self, gathered: Gathered, plan: Report, status: dict[str, Any]
                               ) -> tuple[dict[str, Any] | None, KnownSecret | None, datetime]:
-        """Nothing to issue: make the status match the Secret (after a restart or a crash between writes)."""
+        """Nothing to issue: make the status match the Secret (after a restart or a crash between writes), or in
+        mode PodIdentity the credentials held (or, when none are held, leave the status as it is)."""
         spec, body, record = gathered.spec, gathered.body, plan.record
         assert spec is not None  # a pass that reports parsed its spec
         ready = find_condition(status.get("conditions"), reasons.READY)
         generation = (body.get("metadata") or {}).get("generation")
         written: dict[str, Any] | None = None
-        if not (status.get("accessKeyId") == record.access_key_id and ready is not None
+        pod_identity = not spec.delivery.writes_secret
+        expected = self._delivery_fields(spec, record)
+        if pod_identity and not gathered.held:
+            expected = {}  # the status is the record: nothing newer to report
+        if not (all(status.get(k) == v for k, v in expected.items()) and ready is not None
                 and ready.get("status") == "True" and status.get("observedGeneration") == generation
-                and status.get("secretName") == spec.target.secret_name
                 and status.get("renewalTime") == format_time(plan.renew_at)
                 and credential_status.is_current(status)):
-            message = (f"Secret {spec.target.secret_name} holds {record.access_key_id} for {spec.role_arn}; "
-                       f"expires {format_time(record.expiration)}")
+            held = f"the operator holds {fingerprint(record.access_key_id)}" if pod_identity and record.access_key_id \
+                else f"credentials for ServiceAccount(s) {', '.join(spec.delivery.service_accounts)}" \
+                if pod_identity else f"Secret {spec.target.secret_name} holds {record.access_key_id}"
+            message = f"{held} for {spec.role_arn}; expires {format_time(record.expiration)}"
             written = await self._patch_status(body, spec, record, status, ready_message=message)
         if plan.deferred_until is not None:
             await self._report_deferred(body, plan.deferred_until)
@@ -247,6 +292,19 @@ class CredentialReconciler:
                    f"reissues a Secret at most once per {self._rotate_min_interval.total_seconds():.0f}s")
         await self._events(body, type_="Normal", reason=reasons.ROTATION_DEFERRED, message=message)
         log.info("%s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+
+    @staticmethod
+    def _delivery_fields(spec: CredentialSpec, record: IssuedRecord) -> dict[str, Any]:
+        """The status fields that say where the credentials are: the Secret and the key id, or (mode PodIdentity)
+        the ServiceAccounts served and a fingerprint, with the other mode's fields removed (null in a merge
+        patch), so no key id reaches etcd in mode PodIdentity."""
+        if spec.delivery.writes_secret:
+            return {"secretName": spec.target.secret_name, "accessKeyId": record.access_key_id,
+                    "delivery": None, "credentialFingerprint": None, "rotateRequest": None}
+        return {"secretName": None, "accessKeyId": None,
+                "delivery": {"mode": POD_IDENTITY, "serviceAccounts": list(spec.delivery.service_accounts)},
+                "credentialFingerprint": fingerprint(record.access_key_id) if record.access_key_id else None,
+                "rotateRequest": record.rotate_request or None}
 
     def _renew_at(self, spec: CredentialSpec, record: IssuedRecord) -> datetime:
         return record_renewal_time(record, renew_before=spec.renew_before, jitter_key=f"{spec.namespace}/{spec.name}")
@@ -260,9 +318,8 @@ class CredentialReconciler:
             "conditions": apply_report(status.get("conditions"), report, generation=generation, now=now),
             **report.fields,
             "observedGeneration": generation,
-            "secretName": spec.target.secret_name,
+            **self._delivery_fields(spec, record),
             "assumedRoleArn": record.assumed_role_arn,
-            "accessKeyId": record.access_key_id,
             "issuedAt": format_time(record.issued_at),
             "expiration": format_time(record.expiration),
             "renewalTime": format_time(self._renew_at(spec, record)),
@@ -325,3 +382,7 @@ class CredentialReconciler:
         for target in spec.rollout_restart_targets:
             self._restarter.request((target.kind, spec.namespace, target.name), report, credential=spec.name)
 
+
+
+def _trigger_text(trigger: Trigger) -> str:
+    return "first issue" if trigger is Trigger.MISSING else trigger.value
