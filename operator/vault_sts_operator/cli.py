@@ -124,10 +124,16 @@ def _parser() -> argparse.ArgumentParser:
                      metavar="SECONDS", help="the rotate annotation reissues a Secret only once it is this old "
                      "(default %(default)s); an earlier request waits until then")
 
+    _add_verbs(sub)
+    return parser
+
+
+def _add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from vault_sts_operator import ctl  # the verbs for people: status, rotate, check-identity, mfa enroll
+    from vault_sts_operator.agent import main as agent  # `agent serve`, `agent init-link`: the node agent
 
     ctl.add_verbs(sub)
-    return parser
+    agent.add_verbs(sub)
 
 
 def _pod_identity(args: argparse.Namespace) -> PodIdentityConfig | None:
@@ -222,6 +228,10 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "agent":  # the node agent: none of the operator's modules below are loaded
+        from vault_sts_operator.agent import main as agent
+
+        return agent.run(args)
     if args.command != "run":
         from vault_sts_operator import ctl
 
