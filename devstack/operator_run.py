@@ -80,6 +80,9 @@ class OperatorProcess:
     # Vault addresses MFAIdentities may name besides the stack's Vault (the default address); the stack's STS
     # emulator is the STS endpoint allowed (as a platform lists its own in allowedDestinations).
     allowed_vault_addresses: list[str] = field(default_factory=list)
+    # Mode PodIdentity's endpoint for node agents (--pod-identity), self-signed, on this port; 0: not enabled.
+    pod_identity_port: int = 0
+    pod_identity_agent_account: str = "pod-identity-agent"
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -120,6 +123,9 @@ class OperatorProcess:
                 "--allowed-sts-endpoint", self.stack.sts_endpoint,
                 *[arg for address in self.allowed_vault_addresses for arg in ("--allowed-vault-address", address)],
                 *([] if self.watch_secrets else ["--no-watch-secrets", "--secret-check-interval", "45"]),
+                *(["--pod-identity", "--pod-identity-port", str(self.pod_identity_port),
+                   "--pod-identity-agent-service-account", self.pod_identity_agent_account]
+                  if self.pod_identity_port else []),
                 *self.extra_args]
         self.starts += 1
         with self.log_file.open("ab") as out:

@@ -10,7 +10,7 @@ import pytest
 
 from devstack.env import StackEnv
 from devstack.kubeconfig import kubeconfig_for_service_account
-from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA, TEST_OPERATOR_ARGS, OperatorProcess
+from devstack.operator_run import OPERATOR_NAMESPACE, OPERATOR_SA, TEST_OPERATOR_ARGS, OperatorProcess, free_port
 from tests.e2e.helpers import TRAP_VAULT_ADDRESS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def operator(stack: StackEnv, chart_release: str) -> Iterator[OperatorProcess]:
                                                 stack.stack_dir / "operator-sa.kubeconfig")
     proc = OperatorProcess(stack, kubeconfig=kubeconfig,
                            extra_args=["--leader-election-lease", "vault-sts-operator", *TEST_OPERATOR_ARGS],
-                           allowed_vault_addresses=[TRAP_VAULT_ADDRESS])
+                           allowed_vault_addresses=[TRAP_VAULT_ADDRESS], pod_identity_port=free_port())
     proc.stop_others()
     proc.start()
     yield proc

@@ -1,0 +1,287 @@
+"""Mode PodIdentity, the operator's side, on the real API server: the endpoint node agents ask, with real
+TokenReviews of real bound tokens (TokenRequest for Pod objects on Node objects), the real STS emulator and Vault.
+
+The agents and the SDKs are in tests/node/test_6_pod_identity.py; here the test plays the agent: it presents an
+agent token (the agent ServiceAccount in the operator's namespace, bound to a pod on node A) and a pod token, as
+the agent does, and checks each refusal of docs/pod-identity.md. Pods here are Pod objects bound to Node objects
+that no kubelet runs (nothing needs to run for the API server to bind and review tokens), so this suite needs no
+node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from devstack.manifests import assumed_role_credential, mfa_identity
+from devstack.operator_run import OPERATOR_NAMESPACE, OperatorProcess
+from devstack.seed import RoleSpec, SeededIdentity, seed_identity
+from tests.e2e.helpers import Kube, wait_for
+
+POD_AUDIENCE = "vaultsts.io/pod-identity"
+AGENT_AUDIENCE = "vaultsts.io/pod-identity-agent"
+
+
+class Agent:
+    """What a node agent sends the operator: its own token and the pod's (docs/design/pod-identity.md 4.2)."""
+
+    def __init__(self, operator: OperatorProcess) -> None:
+        self.url = f"https://127.0.0.1:{operator.pod_identity_port}/v1/pod-identity/credentials"
+        self.context = ssl.create_default_context()
+        self.context.check_hostname = False  # the test operator's certificate is self-signed
+        self.context.verify_mode = ssl.CERT_NONE
+
+    def ask(self, agent_token: str, pod_token: str) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(self.url, method="POST", data=json.dumps({"token": pod_token}).encode(),
+                                         headers={"Authorization": f"Bearer {agent_token}",
+                                                  "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=self.context) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def granted(self, agent_token: str, pod_token: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Asked as an agent does: again after a 503 (the first ask wakes the issue, later ones find it)."""
+        last: tuple[int, dict[str, Any]] = (0, {})
+
+        def answered() -> bool:
+            nonlocal last
+            last = self.ask(agent_token, pod_token)
+            return last[0] != 503
+        wait_for("an answer other than 503", answered, timeout=timeout, interval=0.3)
+        assert last[0] == 200, last
+        return last[1]
+
+
+class Cluster:
+    """Nodes, pods and bound tokens made through the admin client."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.nodes: list[str] = []
+        self.pods: list[tuple[str, str]] = []
+
+    def node(self, name: str) -> str:
+        try:
+            self.kube.core.create_node({"metadata": {"name": name, "labels": {"vaultsts.io/test": "fake-node"}}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        self.nodes.append(name)
+        return name
+
+    def service_account(self, namespace: str, name: str) -> None:
+        try:
+            self.kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def pod(self, namespace: str, name: str, service_account: str, node: str) -> client.V1Pod:
+        """A Pod object bound to `node` (never run: no kubelet serves that node)."""
+        self.service_account(namespace, service_account)
+        pod = self.kube.core.create_namespaced_pod(namespace, {
+            "metadata": {"name": name},
+            "spec": {"serviceAccountName": service_account, "nodeName": node, "automountServiceAccountToken": False,
+                     "containers": [{"name": "app", "image": "vaultsts.local/never-pulled:0"}]}})
+        self.pods.append((namespace, name))
+        return pod
+
+    def token(self, namespace: str, service_account: str, audience: str, pod: client.V1Pod | None = None,
+              seconds: int = 3600) -> str:
+        bound = None if pod is None else client.V1BoundObjectReference(
+            api_version="v1", kind="Pod", name=pod.metadata.name, uid=pod.metadata.uid)
+        spec = client.V1TokenRequestSpec(audiences=[audience], expiration_seconds=seconds, bound_object_ref=bound)
+        answer = self.kube.core.create_namespaced_service_account_token(
+            service_account, namespace, client.AuthenticationV1TokenRequest(spec=spec))
+        return str(answer.status.token)
+
+    def cleanup(self) -> None:
+        for namespace, name in self.pods:
+            with contextlib.suppress(ApiException):
+                self.kube.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        for name in self.nodes:
+            with contextlib.suppress(ApiException):
+                self.kube.core.delete_node(name)
+
+
+@pytest.fixture
+def cluster(kube: Kube) -> Iterator[Cluster]:
+    made = Cluster(kube)
+    yield made
+    made.cleanup()
+
+
+@pytest.fixture
+def agent(operator: OperatorProcess) -> Agent:
+    assert operator.pod_identity_port, "the end-to-end operator runs with --pod-identity"
+    return Agent(operator)
+
+
+@pytest.fixture
+def team(kube: Kube, unique: str) -> str:
+    return kube.namespace(f"pi-{unique}")
+
+
+@pytest.fixture
+def identity(stack: Any, kube: Kube, team: str, unique: str) -> SeededIdentity:
+    seeded = seed_identity(stack, f"pi-{unique}", roles=[RoleSpec(f"app-pi-{unique}")])
+    kube.apply_identity(mfa_identity(stack, seeded, allowed_namespaces=[team, f"{team}-b"]))
+    return seeded
+
+
+def pod_identity_credential(namespace: str, name: str, identity: SeededIdentity, accounts: list[str],
+                            **spec: Any) -> dict[str, Any]:
+    return assumed_role_credential(namespace, name, identity.name, identity.role_arns[0],
+                                   delivery={"mode": "PodIdentity", "serviceAccounts": accounts}, **spec)
+
+
+def assume_calls(emulator_admin: Any, role_arn: str) -> int:
+    return int(emulator_admin.counters()["calls_by_target"].get(f"AssumeRole {role_arn}", 0))
+
+
+def test_pods_of_the_bound_service_account_get_the_credentials_and_nothing_reaches_etcd(
+        stack: Any, kube: Kube, cluster: Cluster, agent: Agent, team: str, identity: SeededIdentity,
+        emulator_admin: Any, issued: Any, unique: str) -> None:
+    node_a = cluster.node(f"pi-a-{unique}")
+    agent_pod = cluster.pod(OPERATOR_NAMESPACE, f"agent-{unique}", "pod-identity-agent", node_a)
+    agent_token = cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent", AGENT_AUDIENCE, agent_pod)
+    app = cluster.pod(team, "app", "billing", node_a)
+    kube.create_credential(pod_identity_credential(team, "billing", identity, ["billing"]))
+    body = kube.wait_ready(team, "billing")
+    status = body["status"]
+    assert status["delivery"] == {"mode": "PodIdentity", "serviceAccounts": ["billing"]}
+    assert "accessKeyId" not in status and "secretName" not in status
+    assert kube.secret(team, "billing") is None
+
+    calls = assume_calls(emulator_admin, identity.role_arns[0])
+    answer = agent.granted(agent_token, cluster.token(team, "billing", POD_AUDIENCE, app))
+    issued.values.update({answer["SecretAccessKey"], answer["Token"]})
+    assert set(answer) >= {"AccessKeyId", "SecretAccessKey", "Token", "Expiration"}
+    assert answer["credential"] == f"{team}/billing" and answer["AccountId"] == identity.account
+    assert status["credentialFingerprint"] == hashlib.sha256(answer["AccessKeyId"].encode()).hexdigest()[:16]
+    assert status["expiration"] == answer["Expiration"]
+    # Issued when the binding became Ready, not at the pod's request: the answer spends no STS call.
+    assert assume_calls(emulator_admin, identity.role_arns[0]) == calls
+    sts = boto3.client("sts", endpoint_url=stack.sts_endpoint, region_name="us-east-1",
+                       aws_access_key_id=answer["AccessKeyId"], aws_secret_access_key=answer["SecretAccessKey"],
+                       aws_session_token=answer["Token"])
+    arn = sts.get_caller_identity()["Arn"]
+    assert f":assumed-role/app-pi-{unique}/{team}@billing" in arn, arn
+    # A second pod of the same ServiceAccount gets the same credentials (per credential, not per pod).
+    other = cluster.pod(team, "app-2", "billing", node_a)
+    again = agent.granted(agent_token, cluster.token(team, "billing", POD_AUDIENCE, other))
+    assert again["AccessKeyId"] == answer["AccessKeyId"]
+    assert assume_calls(emulator_admin, identity.role_arns[0]) == calls
+    # Neither the key id nor anything secret went into an Event of the credential.
+    for event in kube.events(team, "billing"):
+        assert answer["AccessKeyId"] not in event.message
+
+
+def test_every_refusal_has_its_code_and_spends_nothing(
+        kube: Kube, cluster: Cluster, agent: Agent, team: str, identity: SeededIdentity, emulator_admin: Any,
+        unique: str) -> None:
+    node_a, node_b = cluster.node(f"pi-ra-{unique}"), cluster.node(f"pi-rb-{unique}")
+    agent_pod = cluster.pod(OPERATOR_NAMESPACE, f"agent-r-{unique}", "pod-identity-agent", node_a)
+    agent_token = cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent", AGENT_AUDIENCE, agent_pod)
+    other_ns = kube.namespace(f"{team}-b")
+    kube.create_credential(pod_identity_credential(team, "billing", identity, ["billing"]))
+    kube.wait_ready(team, "billing")
+    here = cluster.pod(team, "app", "billing", node_a)
+    there = cluster.pod(team, "app-b", "billing", node_b)
+    unbound = cluster.pod(team, "stranger", "stranger", node_a)
+    elsewhere = cluster.pod(other_ns, "app", "billing", node_a)
+    calls, codes = (assume_calls(emulator_admin, identity.role_arns[0]),
+                    emulator_admin.counters()["codes_accepted_by_serial"].get(identity.mfa_serial, 0))
+    cases = {
+        "unbound ServiceAccount": (agent_token, cluster.token(team, "stranger", POD_AUDIENCE, unbound),
+                                   403, "NotBound"),
+        "another audience": (agent_token, cluster.token(team, "billing", "vault", here), 401, "PodTokenInvalid"),
+        "another namespace, same ServiceAccount name": (
+            agent_token, cluster.token(other_ns, "billing", POD_AUDIENCE, elsewhere), 403, "NotBound"),
+        "a pod on another node": (agent_token, cluster.token(team, "billing", POD_AUDIENCE, there),
+                                  403, "NodeMismatch"),
+        "a token bound to no pod": (agent_token, cluster.token(team, "billing", POD_AUDIENCE), 403, "NotPodBound"),
+        "a pod's token as the agent's": (cluster.token(team, "billing", AGENT_AUDIENCE, here),
+                                         cluster.token(team, "billing", POD_AUDIENCE, here),
+                                         401, "AgentUnauthenticated"),
+        "the agent's token for the pod audience": (cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent",
+                                                                 POD_AUDIENCE, agent_pod),
+                                                   cluster.token(team, "billing", POD_AUDIENCE, here),
+                                                   401, "AgentUnauthenticated"),
+        "a forged token": (agent_token, "eyJhbGciOiJub25lIn0.eyJhdWQiOiJ2YXVsdHN0cy5pby9wb2QtaWRlbnRpdHkifQ.",
+                           401, "PodTokenInvalid"),
+    }
+    for case, (as_agent, as_pod, status, code) in cases.items():
+        answer = agent.ask(as_agent, as_pod)
+        assert answer == (status, {"code": code, "message": answer[1].get("message")}), case
+        assert "AccessKeyId" not in answer[1]
+    # A deleted pod's token stops working (the API server checks the bound pod still exists).
+    token = cluster.token(team, "billing", POD_AUDIENCE, here)
+    assert agent.ask(agent_token, token)[0] == 200
+    kube.core.delete_namespaced_pod("app", team, grace_period_seconds=0)
+    wait_for("the deleted pod's token refused",
+             lambda: agent.ask(agent_token, token)[0] == 401, timeout=90, interval=2)
+    assert assume_calls(emulator_admin, identity.role_arns[0]) == calls
+    assert emulator_admin.counters()["codes_accepted_by_serial"].get(identity.mfa_serial, 0) == codes
+
+
+def test_the_identity_decides_whether_its_tenants_may_use_the_mode(
+        stack: Any, kube: Kube, cluster: Cluster, agent: Agent, unique: str, emulator_admin: Any) -> None:
+    team = kube.namespace(f"pi-s-{unique}")
+    seeded = seed_identity(stack, f"pi-s-{unique}", roles=[RoleSpec(f"app-pis-{unique}")])
+    manifest = mfa_identity(stack, seeded, allowed_namespaces=[team])
+    manifest["spec"].setdefault("limits", {})["deliveryModes"] = ["Secret"]
+    kube.apply_identity(manifest)
+    node = cluster.node(f"pi-s-{unique}")
+    agent_pod = cluster.pod(OPERATOR_NAMESPACE, f"agent-s-{unique}", "pod-identity-agent", node)
+    agent_token = cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent", AGENT_AUDIENCE, agent_pod)
+    kube.create_credential(pod_identity_credential(team, "billing", seeded, ["billing"]))
+    failing = kube.wait_reason(team, "billing", "NotAllowed", ready=False)
+    assert "PodIdentity is not allowed" in failing["message"]
+    app = cluster.pod(team, "app", "billing", node)
+    status, body = agent.ask(agent_token, cluster.token(team, "billing", POD_AUDIENCE, app))
+    assert (status, body["code"]) == (403, "NotAllowed"), body
+    assert assume_calls(emulator_admin, seeded.role_arns[0]) == 0
+
+
+def test_two_credentials_naming_one_service_account_the_older_serves(
+        kube: Kube, team: str, identity: SeededIdentity) -> None:
+    kube.create_credential(pod_identity_credential(team, "first", identity, ["shared"]))
+    kube.wait_ready(team, "first")
+    time.sleep(1.1)  # creationTimestamp has whole seconds
+    kube.create_credential(pod_identity_credential(team, "second", identity, ["shared", "own"]))
+    failing = kube.wait_reason(team, "second", "ServiceAccountConflict", ready=False)
+    assert "shared (served by first)" in failing["message"]
+
+
+def test_switching_from_a_secret_deletes_the_secret_and_back_writes_it(
+        kube: Kube, team: str, identity: SeededIdentity) -> None:
+    kube.create_credential(assumed_role_credential(team, "switch", identity.name, identity.role_arns[0]))
+    kube.wait_ready(team, "switch")
+    assert kube.secret(team, "switch") is not None
+    kube.patch_credential(team, "switch", {"spec": {"delivery": {"mode": "PodIdentity",
+                                                                  "serviceAccounts": ["switch"]}}})
+    wait_for("the Secret deleted after the switch", lambda: kube.secret(team, "switch") is None, timeout=60)
+    status = kube.wait_ready(team, "switch")["status"]
+    wait_for("the status in mode PodIdentity",
+             lambda: (kube.credential(team, "switch")["status"].get("delivery") or {}).get("mode") == "PodIdentity")
+    status = kube.credential(team, "switch")["status"]
+    assert "accessKeyId" not in status and "secretName" not in status
+    kube.patch_credential(team, "switch", {"spec": {"delivery": None}})
+    wait_for("the Secret written again", lambda: kube.secret(team, "switch") is not None, timeout=60)
+    wait_for("the status in mode Secret", lambda: "delivery" not in kube.credential(team, "switch")["status"]
+             and kube.credential(team, "switch")["status"].get("secretName") == "switch")
