@@ -1,0 +1,167 @@
+"""Mode PodIdentity, the operator's pure parts: the verdict over two reviews, the bindings, the held credentials,
+the review cache."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from vault_sts_operator.clients.kube import ReviewedUser
+from vault_sts_operator.domain import pod_identity as pi
+from vault_sts_operator.domain.credentials import TemporaryCredentials
+from vault_sts_operator.domain.decisions import IssuedRecord
+from vault_sts_operator.services.credential_store import PodIdentityStore, Stored
+from vault_sts_operator.services.gatherer import status_record
+from vault_sts_operator.services.pod_identity_server import TokenReviews
+
+AUD, AGENT_AUD = "vaultsts.io/pod-identity", "vaultsts.io/pod-identity-agent"
+AGENT = ("vso", "vso-agent")
+
+
+def review(username: str, audiences: Sequence[str], **extra: str) -> pi.Review:
+    return pi.Review(authenticated=True, username=username, audiences=tuple(audiences),
+                     extra={f"authentication.kubernetes.io/{k.replace('_', '-')}": [v] for k, v in extra.items()})
+
+
+def test_the_agent_is_known_by_its_service_account_audience_and_pod() -> None:
+    good = review("system:serviceaccount:vso:vso-agent", [AGENT_AUD], pod_name="a", pod_uid="u", node_name="n1")
+    assert pi.agent_node(good, audience=AGENT_AUD, agent=AGENT) == "n1"
+    for bad in (
+        pi.Review(authenticated=False),
+        review("system:serviceaccount:vso:vso-agent", [AUD], pod_name="a", pod_uid="u", node_name="n1"),
+        review("system:serviceaccount:team:vso-agent", [AGENT_AUD], pod_name="a", pod_uid="u", node_name="n1"),
+        review("system:serviceaccount:vso:vso-agent:x", [AGENT_AUD], pod_name="a", pod_uid="u", node_name="n1"),
+        review("system:node:n1", [AGENT_AUD], pod_name="a", pod_uid="u", node_name="n1"),
+        review("system:serviceaccount:vso:vso-agent", [AGENT_AUD]),  # not bound to a pod
+    ):
+        refused = pi.agent_node(bad, audience=AGENT_AUD, agent=AGENT)
+        assert isinstance(refused, pi.Refusal) and (refused.status, refused.code) == (401, pi.AGENT_UNAUTHENTICATED)
+
+
+def test_the_pod_token_must_be_for_the_audience_bound_to_a_pod_on_the_agents_node() -> None:
+    pod = pi.pod_subject(review("system:serviceaccount:team:billing", [AUD], pod_name="app", pod_uid="u1",
+                                node_name="n1"), audience=AUD)
+    assert pod == pi.PodSubject("team", "billing", "app", "u1", "n1")
+    assert pi.node_refusal(pod, "n1") is None
+    mismatch = pi.node_refusal(pod, "n2")
+    assert mismatch is not None and (mismatch.status, mismatch.code) == (403, pi.NODE_MISMATCH)
+    other_aud = pi.pod_subject(review("system:serviceaccount:team:billing", ["vault"], pod_name="app",
+                                      pod_uid="u1", node_name="n1"), audience=AUD)
+    assert isinstance(other_aud, pi.Refusal) and other_aud.code == pi.POD_TOKEN_INVALID
+    assert AUD in other_aud.message  # says which audience to mount
+    unbound = pi.pod_subject(review("system:serviceaccount:team:billing", [AUD]), audience=AUD)
+    assert isinstance(unbound, pi.Refusal) and (unbound.status, unbound.code) == (403, pi.NOT_POD_BOUND)
+    user = pi.pod_subject(review("alice", [AUD], pod_name="app", pod_uid="u1", node_name="n1"), audience=AUD)
+    assert isinstance(user, pi.Refusal) and user.code == pi.POD_TOKEN_INVALID
+    # Two values for one extra are not one pod.
+    double = pi.Review(authenticated=True, username="system:serviceaccount:team:billing", audiences=(AUD,),
+                       extra={pi.POD_NAME: ["a", "b"], pi.POD_UID: ["u"], pi.NODE_NAME: ["n1"]})
+    assert isinstance(pi.pod_subject(double, audience=AUD), pi.Refusal)
+
+
+def body(name: str, accounts: list[str], created: str, mode: str = "PodIdentity") -> dict[str, object]:
+    return {"metadata": {"namespace": "team", "name": name, "creationTimestamp": created},
+            "spec": {"delivery": {"mode": mode, "serviceAccounts": accounts}}}
+
+
+def test_bindings_follow_the_watch_and_the_older_credential_serves() -> None:
+    store = PodIdentityStore()
+    store.observe(("team", "b"), body("b", ["shared", "own"], "2026-01-02T00:00:00Z"))
+    assert store.serving("team", "shared") == "b"
+    store.observe(("team", "a"), body("a", ["shared"], "2026-01-01T00:00:00Z"))
+    assert store.serving("team", "shared") == "a" and store.serving("team", "own") == "b"
+    assert store.conflicts(("team", "b")) == {"shared": "a"} and store.conflicts(("team", "a")) == {}
+    assert store.serving("other", "shared") is None  # namespaces never share
+    store.observe(("team", "a"), body("a", ["shared"], "2026-01-01T00:00:00Z", mode="Secret"))
+    assert store.serving("team", "shared") == "b"
+    store.forget(("team", "b"))
+    assert store.serving("team", "shared") is None and store.serving("team", "own") is None
+
+
+def creds(minutes: int = 60) -> TemporaryCredentials:
+    return TemporaryCredentials("ASIAEXAMPLE", "secret", "token", datetime.now(UTC) + timedelta(minutes=minutes),
+                                "arn:aws:sts::123456789012:assumed-role/r/team@b")
+
+
+def stored(uid: str = "uid-1") -> Stored:
+    c = creds()
+    return Stored(c, IssuedRecord(datetime.now(UTC), c.expiration, "h", "", c.access_key_id, c.assumed_role_arn), uid)
+
+
+def test_a_request_for_credentials_not_held_wakes_one_pass_and_waits_for_it() -> None:
+    async def scenario() -> None:
+        woken: list[tuple[str, str]] = []
+        store = PodIdentityStore(wake=woken.append)
+        first, second = store.want(("team", "b")), store.want(("team", "b"))
+        assert first is second and woken == [("team", "b")] and store.is_wanted(("team", "b"))
+        store.put(("team", "b"), stored())
+        outcome = await first
+        assert outcome.stored is not None and not store.is_wanted(("team", "b"))
+        assert store.get(("team", "b"), "uid-1") is not None
+        assert store.get(("team", "b"), "another-uid") is None  # deleted and created again: held nothing
+        refused = store.want(("team", "b"))
+        store.refused(("team", "b"), "NotAllowed", "no", keep=False)
+        assert (await refused).reason == "NotAllowed" and store.get(("team", "b")) is None
+        assert store.refusal(("team", "b")) == ("NotAllowed", "no")
+        store.put(("team", "b"), stored())
+        store.refused(("team", "b"), "STSUnavailable", "later", keep=True)  # transient: still served
+        assert store.get(("team", "b")) is not None
+        waiting = store.want(("team", "c"))
+        store.drop_all()  # stopped leading
+        assert (await waiting).reason == "NotLeader" and len(store) == 0
+
+    asyncio.run(scenario())
+
+
+def test_after_a_restart_the_status_is_the_record_only_when_it_describes_this_spec_in_this_mode() -> None:
+    status = {"conditions": [{"type": "Ready", "status": "True"}], "observedGeneration": 3,
+              "delivery": {"mode": "PodIdentity"}, "issuedAt": "2026-12-04T10:00:00Z",
+              "expiration": "2026-12-04T11:00:00Z", "assumedRoleArn": "arn", "rotateRequest": "r1"}
+    record = status_record({"metadata": {"generation": 3}, "status": status}, "hash")
+    assert record is not None and record.spec_hash == "hash" and record.rotate_request == "r1"
+    assert record.access_key_id == ""  # never in the status of this mode
+    assert status_record({"metadata": {"generation": 4}, "status": status}, "hash") is None
+    assert status_record({"metadata": {"generation": 3}, "status": {**status, "delivery": None}}, "hash") is None
+    not_ready = {**status, "conditions": [{"type": "Ready", "status": "False"}]}
+    assert status_record({"metadata": {"generation": 3}, "status": not_ready}, "hash") is None
+
+
+class CountingReviewer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+
+    async def review_token(self, token: str, audiences: Sequence[str] = ()) -> ReviewedUser | None:
+        self.calls.append((token, tuple(audiences)))
+        await asyncio.sleep(0.01)
+        return ReviewedUser(username="system:serviceaccount:team:billing", audiences=tuple(audiences))
+
+
+def jwt(exp: float) -> str:
+    part = base64.urlsafe_b64encode(json.dumps({"exp": exp}).encode()).decode().rstrip("=")
+    return f"e30.{part}.sig"
+
+
+@pytest.mark.parametrize("exp_in", [3600.0, 5.0])
+def test_reviews_are_cached_per_token_and_audience_never_past_the_token_expiry(exp_in: float) -> None:
+    async def scenario() -> None:
+        now = [1_000_000.0]
+        reviewer = CountingReviewer()
+        reviews = TokenReviews(reviewer, clock=lambda: now[0], ttl=60)
+        token = jwt(now[0] + exp_in)
+        results = await asyncio.gather(*(reviews.review(token, AUD, kind="pod") for _ in range(5)))
+        assert len(reviewer.calls) == 1 and all(r.authenticated for r in results)  # one flight
+        await reviews.review(token, AGENT_AUD, kind="agent")  # another audience is another review
+        assert len(reviewer.calls) == 2
+        now[0] += 10
+        await reviews.review(token, AUD, kind="pod")
+        assert len(reviewer.calls) == (2 if exp_in > 60 else 3)  # a token expiring sooner is reviewed again
+        now[0] += 61
+        await reviews.review(token, AUD, kind="pod")
+        assert len(reviewer.calls) == (3 if exp_in > 60 else 4)
+
+    asyncio.run(scenario())
