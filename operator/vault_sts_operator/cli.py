@@ -99,8 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sts-concurrency", type=int, default=16, help="STS calls in flight at most")
     run.add_argument("--sts-rate", type=float, default=OperatorConfig.sts_rate, metavar="PER_SECOND",
                      help="STS calls started per second at most, all identities together; 0: no limit "
-                          "(default %(default)s: a restart with 10,000 credentials due stays far below STS's "
-                          "request limits)")
+                          "(default %(default)s: 10,000 credentials due at once take 100 s, a sixth of the "
+                          "request rate STS users report as its limit)")
     run.add_argument("--sts-burst", type=int, default=OperatorConfig.sts_burst,
                      help="STS calls that may start at once before --sts-rate paces them (default %(default)s)")
     pod = PodIdentityConfig()

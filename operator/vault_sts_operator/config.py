@@ -54,9 +54,11 @@ class OperatorConfig:
     leader_election_lease: str = ""
     election: ElectionTiming = field(default_factory=ElectionTiming)
     sts_concurrency: int = 16
-    # STS calls started per second at most, and at once (0: no rate limit; domain/rate.py).
-    sts_rate: float = 20.0
-    sts_burst: int = 20
+    # STS calls started per second at most, and at once (0: no rate limit; domain/rate.py). 100/s is about the
+    # pace 10,000 new credentials converge at anyway (benchmarks/FINDINGS.md), a sixth of the ~600/s STS users
+    # report as its limit; the design's 20/s made the 10,000-credential convergence five times slower (500 s).
+    sts_rate: float = 100.0
+    sts_burst: int = 100
     worker_threads: int = 16
     # Scheduler workers: a pass mostly waits on the API server (three requests) and STS, so more passes
     # than cores are in flight; STS calls stay bounded by sts_concurrency.
