@@ -285,3 +285,41 @@ def test_switching_from_a_secret_deletes_the_secret_and_back_writes_it(
     wait_for("the Secret written again", lambda: kube.secret(team, "switch") is not None, timeout=60)
     wait_for("the status in mode Secret", lambda: "delivery" not in kube.credential(team, "switch")["status"]
              and kube.credential(team, "switch")["status"].get("secretName") == "switch")
+
+
+def test_a_restarted_operator_issues_only_when_asked_and_a_rotation_reaches_the_agent(
+        kube: Kube, cluster: Cluster, agent: Agent, operator: OperatorProcess, team: str, identity: SeededIdentity,
+        emulator_admin: Any, issued: Any, unique: str) -> None:
+    node = cluster.node(f"pi-r-{unique}")
+    agent_pod = cluster.pod(OPERATOR_NAMESPACE, f"agent-rs-{unique}", "pod-identity-agent", node)
+    agent_token = cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent", AGENT_AUDIENCE, agent_pod)
+    app = cluster.pod(team, "app", "billing", node)
+    pod_token = cluster.token(team, "billing", POD_AUDIENCE, app)
+    kube.create_credential(pod_identity_credential(team, "billing", identity, ["billing"]))
+    kube.wait_ready(team, "billing")
+    first = agent.granted(agent_token, pod_token)
+    issued.values.update({first["SecretAccessKey"], first["Token"]})
+    role = identity.role_arns[0]
+
+    # A rotation on demand: new credentials, a new fingerprint, the agent's next ask gets them.
+    kube.patch_credential(team, "billing", {"metadata": {"annotations": {"vaultsts.io/rotate": "1"}}})
+    def rotated_answer() -> dict[str, Any] | None:
+        answer = agent.granted(agent_token, pod_token)
+        return answer if answer["AccessKeyId"] != first["AccessKeyId"] else None
+    rotated = wait_for("the rotated credentials", rotated_answer, timeout=60, interval=1)
+    issued.values.update({rotated["SecretAccessKey"], rotated["Token"]})
+    fingerprint = hashlib.sha256(rotated["AccessKeyId"].encode()).hexdigest()[:16]
+    wait_for("the status names the new fingerprint",
+             lambda: kube.credential(team, "billing")["status"].get("credentialFingerprint") == fingerprint)
+    assert any(e.reason == "Rotated" for e in kube.events(team, "billing"))
+
+    # A restart holds nothing and issues nothing until an agent asks (the status says the credentials are valid).
+    calls = assume_calls(emulator_admin, role)
+    operator.restart()
+    time.sleep(5)
+    assert assume_calls(emulator_admin, role) == calls
+    assert (kube.ready(team, "billing") or {}).get("status") == "True"
+    after = agent.granted(agent_token, pod_token)
+    issued.values.update({after["SecretAccessKey"], after["Token"]})
+    assert after["AccessKeyId"] not in (first["AccessKeyId"], rotated["AccessKeyId"])
+    assert assume_calls(emulator_admin, role) == calls + 1
