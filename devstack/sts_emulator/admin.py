@@ -185,6 +185,10 @@ class EmulatorAdmin:
     def set_mfa_period(self, serial: str, period: int) -> None:
         self._call("POST", "mfa-devices/period", {"serial": serial, "period": period})
 
+    def set_lifetime_cap(self, arn: str, seconds: int | None) -> None:
+        """Test knob: the role's AssumeRole credentials expire `seconds` after issue (None: as asked)."""
+        self._call("POST", "roles/lifetime-cap", {"arn": arn, "seconds": seconds})
+
     def create_role(
         self,
         arn: str,

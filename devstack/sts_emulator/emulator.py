@@ -263,6 +263,18 @@ class Emulator:
             self._save()
             return device
 
+    def set_lifetime_cap(self, arn: str, seconds: int | None) -> Role:
+        """Test knob: this role's credentials expire `seconds` after issue (None: as asked)."""
+        if seconds is not None and seconds < 60:
+            raise AdminError(400, "seconds must be at least 60")
+        with self._lock:
+            role = self.state.roles.get(arn)
+            if role is None:
+                raise AdminError(404, f"no such role: {arn}")
+            role.lifetime_cap_seconds = seconds
+            self._save()
+            return role
+
     def put_role(
         self,
         arn: str,

@@ -69,6 +69,9 @@ class Role:
     # An IAM trust policy document (policy.py). None: the flags above, trusting the listed
     # principals for sts:AssumeRole, sts:TagSession and sts:SetSourceIdentity.
     trust_policy: dict[str, Any] | None = None
+    # A test knob, not AWS: AssumeRole credentials of this role expire this many seconds after issue, whatever
+    # was asked (the SDKs' refresh windows are minutes; AWS's shortest session is 15).
+    lifetime_cap_seconds: int | None = None
 
     @property
     def parts(self) -> tuple[str, str, str, str]:

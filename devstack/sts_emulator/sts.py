@@ -312,7 +312,7 @@ def assume_role(
         account=role.account,
         partition=role.partition,
         now=now,
-        duration=requested,
+        duration=min(requested, role.lifetime_cap_seconds) if role.lifetime_cap_seconds else requested,
         counters=counters,
     )
     issued.role_arn = role.arn

@@ -101,6 +101,20 @@ def test_expired_token_after_natural_expiry(admin: EmulatorAdmin, identity: Iden
     identity.client.get_caller_identity()  # long-term keys never expire
 
 
+def test_lifetime_cap_knob_shortens_a_roles_sessions(admin: EmulatorAdmin, identity: Identity) -> None:
+    """A test knob (not AWS): the SDKs' refresh windows are minutes, so Pod Identity's rotation tests need
+    sessions that end in minutes; the cap applies to the one role only and is lifted with None."""
+    admin.set_lifetime_cap(ROLE_PLAIN, 300)
+    capped = identity.client.assume_role(RoleArn=ROLE_PLAIN, RoleSessionName="s1", DurationSeconds=3600)
+    left = capped["Credentials"]["Expiration"].timestamp() - time.time()
+    assert 290 < left <= 300
+    admin.set_lifetime_cap(ROLE_PLAIN, None)
+    normal = identity.client.assume_role(RoleArn=ROLE_PLAIN, RoleSessionName="s1", DurationSeconds=3600)
+    assert normal["Credentials"]["Expiration"].timestamp() - time.time() > 3500
+    with pytest.raises(EmulatorAdminError):
+        admin.set_lifetime_cap(ROLE_PLAIN, 5)
+
+
 def test_bad_signature_unknown_key_and_wrong_token(
     admin: EmulatorAdmin, identity: Identity, sts_client: StsFactory
 ) -> None:
