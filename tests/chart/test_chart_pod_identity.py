@@ -54,6 +54,7 @@ AGENT_ARGS = [
     "--rate=1000",
     "--burst=500",
     "--max-cache-entries=10000",
+    "--log-format=json",  # the operator's logFormat (and its logLevel when set)
 ]
 ROOT_WITH = {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
              "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -107,7 +108,8 @@ def test_agent_daemonset_is_locked_down(tmp_path):
     assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
     (init,) = pod["initContainers"]
     assert init["name"] == "init-link" and "command" not in init  # the image's entrypoint: vault-sts-operator
-    assert init["args"] == ["agent", "init-link", "--link=vaultsts-pi0", "--address=169.254.170.23/32"]
+    assert init["args"] == ["agent", "init-link", "--link=vaultsts-pi0", "--address=169.254.170.23/32",
+                            "--log-format=json"]
     assert init["securityContext"] == {**ROOT_WITH, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}
     assert "privileged" not in init["securityContext"]
     (agent,) = pod["containers"]
@@ -157,13 +159,15 @@ def test_ipv6_address_other_link_and_image(tmp_path):
     digest = "sha256:" + "cd" * 32
     docs = render({"podIdentity": {"enabled": True, "agent": {
         "addresses": ["169.254.170.23", "fd00:ec2::23"], "linkName": "pi1", "probePort": 9086,
-        "image": {"repository": "registry.corp/vso-agent", "digest": digest, "pullPolicy": "Always"}}}},
-        tmp_path)
+        "image": {"repository": "registry.corp/vso-agent", "digest": digest, "pullPolicy": "Always"}}},
+        "logFormat": "text", "logLevel": "debug"}, tmp_path)
     pod = agent_pod(docs)
-    assert pod["initContainers"][0]["args"][2:] == ["--link=pi1", "--address=169.254.170.23/32",
-                                                    "--address=fd00:ec2::23/128"]
+    assert pod["initContainers"][0]["args"][2:5] == ["--link=pi1", "--address=169.254.170.23/32",
+                                                     "--address=fd00:ec2::23/128"]
     args = pod["containers"][0]["args"]
     assert args[2:5] == ["--listen=169.254.170.23:80", "--listen=[fd00:ec2::23]:80", "--probe-listen=127.0.0.1:9086"]
+    assert args[-2:] == ["--log-format=text", "--log-level=debug"]
+    assert pod["initContainers"][0]["args"][-1] == "--log-format=text"
     assert pod["containers"][0]["livenessProbe"]["httpGet"]["port"] == 9086
     assert pod["containers"][0]["image"] == f"registry.corp/vso-agent@{digest}"
     assert pod["containers"][0]["imagePullPolicy"] == "Always"
@@ -240,6 +244,8 @@ def test_operator_arguments_env_and_port(tmp_path):
     assert projected["audience"] == "corp/pi-agent"
     assert "must differ from metrics.port" in refused({"podIdentity": {"enabled": True, "operatorPort": 8080}},
                                                       tmp_path)
+    same = {"podIdentity": {"enabled": True, "audience": "corp/pi", "agentAudience": "corp/pi"}}
+    assert "agentAudience must differ" in refused(same, tmp_path)
 
 
 ENDPOINTSLICE_RULES = [
