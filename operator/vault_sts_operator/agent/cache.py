@@ -22,7 +22,7 @@ MIN_LEFT_SECONDS = 15.0  # never hand out a copy with less left than this (the E
 REFRESH_RETRY_SECONDS = 10.0  # after a refresh that left the copy below the margin, wait before the next one
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class Credentials:
     """One credential's SDK answer. `repr` shows neither key: a stray log line cannot leak them."""
 
@@ -33,28 +33,28 @@ class Credentials:
         return f"Credentials(expires_at={self.expires_at})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Refusal:
     status: int  # 401 or 403
     code: str
     message: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _TokenEntry:
     credential: str
     valid_until: float  # min(token exp, validated_at + revalidate)
     token_expires_at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _CredentialEntry:
     credentials: Credentials
     refresh_not_before: float = 0.0
     refreshing: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hit:
     """Answer at once; when `refresh` is set, the copy is below the margin and this request should start the
     credential's one refresh (Cache.begin_refresh decides which request does)."""
@@ -64,7 +64,7 @@ class Hit:
     refresh: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Miss:
     """Ask the operator. `fallback`: the token was validated before and its credential's copy is still usable;
     it is answered only if the operator cannot be reached (an operator failover must not fail pods the node
@@ -73,7 +73,7 @@ class Miss:
     fallback: Credentials | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Cache:
     revalidate_seconds: float = 300.0
     refresh_margin_seconds: float = 1080.0

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "169.254.170.23:80"
 DEFAULT_PROBE = "127.0.0.1:8086"
 POD_AUDIENCE = "vaultsts.io/pod-identity"
-AGENT_TOKEN_FILE = "/var/run/secrets/vaultsts.io/pod-identity-agent/token"
+AGENT_TOKEN_FILE = "/var/run/secrets/vaultsts.io/agent/token"  # where the chart mounts it
 
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

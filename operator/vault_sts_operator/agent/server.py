@@ -23,7 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from vault_sts_operator.agent.cache import Cache, Credentials, Hit, Miss, Refusal
 from vault_sts_operator.agent.precheck import PodToken, TokenRefused, canonical_host, check_token, host_allowed
 from vault_sts_operator.agent.ratelimit import RequestRate
-from vault_sts_operator.agent.upstream import Granted, Outcome, Unavailable
+from vault_sts_operator.agent.upstream import CONNECTIONS, Granted, Outcome, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Agent:
         self._rate = RequestRate(settings.rate, settings.burst)
         self._fetches: dict[str, asyncio.Task[Outcome]] = {}  # by token digest: one fetch per token
         self._refreshes: set[asyncio.Task[None]] = set()
-        self._calls = asyncio.Semaphore(32)  # concurrent calls to the operator
+        self._calls = asyncio.Semaphore(CONNECTIONS)  # calls to the operator at once
         for kind in ("tokens", "credentials", "refusals"):
             self.metrics.cache_entries.labels(kind).set_function(self._size_of(kind))
 
