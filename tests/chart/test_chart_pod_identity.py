@@ -38,7 +38,7 @@ OPERATOR_ARGS = [
     "--pod-identity-agent-audience=vaultsts.io/pod-identity-agent",
     f"--pod-identity-agent-service-account={AGENT}",
     f"--pod-identity-service={SERVICE}",
-    "--sts-rate=20",
+    "--sts-rate=100",
 ]
 AGENT_ARGS = [
     "agent", "serve",
