@@ -1,4 +1,4 @@
-"""Verbs for people, beside `run`: status, rotate, check-identity, mfa enroll.
+"""Verbs for people, beside `run`: status, rotate, check-identity, mfa enroll, pod-identity snippet|patch.
 
 Exit codes (the same for every verb; `vault-sts-operator VERB --help` repeats them):
 
@@ -19,9 +19,9 @@ from vault_sts_operator.ctl.errors import EXIT_CODES_HELP, CtlError
 
 
 def add_verbs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from vault_sts_operator.ctl import enroll, identity, rotate, status
+    from vault_sts_operator.ctl import enroll, identity, pod_identity, rotate, status
 
-    for module in (status, rotate, identity, enroll):
+    for module in (status, rotate, identity, enroll, pod_identity):
         module.register(sub, EXIT_CODES_HELP)
 
 

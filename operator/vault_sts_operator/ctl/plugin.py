@@ -1,8 +1,9 @@
 """`kubectl vaultsts`: the verbs for people as a kubectl plugin (the `kubectl-vaultsts` console script).
 
 kubectl runs any `kubectl-NAME` executable on PATH for `kubectl NAME ...` and passes the remaining arguments
-unchanged: `kubectl vaultsts status|rotate|check-identity|mfa enroll` are the same verbs, with the same
-arguments and exit codes, as `vault-sts-operator status|rotate|check-identity|mfa enroll`. The operator's own
+unchanged: `kubectl vaultsts status|rotate|check-identity|mfa enroll|pod-identity` are the same verbs, with the
+same arguments and exit codes, as `vault-sts-operator status|rotate|check-identity|mfa enroll|pod-identity`
+(the plugin registers every verb of ctl/ through `add_verbs`). The operator's own
 `run` is not a verb of the plugin.
 """
 
