@@ -50,6 +50,7 @@ class LeaderEndpoint:
         self._leading = leading
         self._check = check_seconds
         self._nudge = asyncio.Event()
+        self._owner_ref: dict[str, Any] | None = None
         self.writes = 0
 
     def leadership_changed(self) -> None:
@@ -68,9 +69,19 @@ class LeaderEndpoint:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._nudge.wait(), self._check)
 
+    async def _owner(self) -> list[dict[str, Any]]:
+        """The Service as the slice's owner, so deleting the Service (helm uninstall) deletes the slice."""
+        if self._owner_ref is None:
+            service = await self._rest.request("GET", f"/api/v1/namespaces/{self._namespace}/services/{self._service}")
+            self._owner_ref = {"apiVersion": "v1", "kind": "Service", "name": self._service,
+                               "uid": str((service.get("metadata") or {}).get("uid"))}
+        return [self._owner_ref]
+
     async def ensure(self) -> None:
         want = desired_slice(namespace=self._namespace, service=self._service, address=self._address,
                              port=self._port)
+        owners = await self._owner()
+        want["metadata"]["ownerReferences"] = owners
         name = want["metadata"]["name"]
         try:
             current = await self._rest.request("GET", slice_path(self._namespace, name))
@@ -82,8 +93,10 @@ class LeaderEndpoint:
             log.info("pod identity: published %s:%d as the agents' endpoint (EndpointSlice %s)", self._address,
                      self._port, name)
             return
+        meta = current.get("metadata") or {}
         if all(current.get(k) == want[k] for k in ("addressType", "endpoints", "ports")) and \
-                (current.get("metadata") or {}).get("labels", {}).get("kubernetes.io/service-name") == self._service:
+                (meta.get("labels") or {}).get("kubernetes.io/service-name") == self._service and \
+                [o.get("uid") for o in meta.get("ownerReferences") or ()] == [o["uid"] for o in owners]:
             return
         want["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
         await self._rest.request("PUT", slice_path(self._namespace, name), want, parse=False)
