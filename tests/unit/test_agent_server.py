@@ -420,3 +420,20 @@ def test_agent_serve_runs_from_the_cli_and_stops_on_sigterm(tmp_path: Path, pki:
     assert process.returncode == 0, text
     assert f"agent listening on 127.0.0.1:{listen}" in text and "stopping" in text
     assert AGENT_TOKEN not in text
+
+
+def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_connections(
+        tmp_path: Path, pki: dict[str, str]) -> None:
+    async def scenario(h: Harness) -> None:
+        h.operator.delay = 0.3
+        url = h.url
+        in_flight = asyncio.get_running_loop().create_task(h.get(pod_token("app")))
+        await asyncio.sleep(0.1)
+        await h.running.stop()  # what SIGTERM runs
+        status, body, _ = await in_flight
+        assert status == 200 and body["AccessKeyId"] == "AKIAEXAMPLEKEY000001"
+        assert not h.running.ready
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await h.get(pod_token("app"), url=url)
+
+    _run(tmp_path, pki, scenario)
