@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: deps-demo deps-test demo-image venv build build-vault image stack stack-down demo test test-unit lint lock check-image sbom dist clean
+.PHONY: deps-demo deps-test demo-image venv build build-vault image consumers stack stack-down demo test test-unit lint lock check-image sbom dist clean
 
 # The system packages, one list (scripts/system-deps.sh): installed when run as root on Debian/Ubuntu, else
 # the make stops here, before any build, with the exact command to run.
@@ -29,6 +29,11 @@ build:  ## build (or reuse) etcd, the Kubernetes control plane and node binaries
 
 image: $(STAMP)  ## build (or reuse) the operator image with podman, load it into the running node (VSO_IMAGE)
 	$(PY) -m devstack.image
+
+# The Pod Identity tests' consumers (devstack/consumers): aws-sdk-go-v2 and @aws-sdk/client-sts v3 images, built
+# daemonless into ~/.cache/vault-sts-operator and imported into a running node; Python runs in the operator image.
+consumers: $(STAMP)  ## build (or reuse) the Go and JavaScript consumer images, load them into the running node
+	$(PY) -m devstack.consumers
 
 build-vault:  ## build (or reuse) HashiCorp Vault for VSO_VAULT_FLAVOR=hashicorp (BUSL-1.1: local tests only)
 	bash devstack/build_vault_server.sh >/dev/null

@@ -37,6 +37,11 @@ from devstack.pki import NODE_NAME, Pki
 from devstack.procs import StackError
 
 SERVICE_CIDR = "10.96.0.0/16"
+# The Pod Identity agent's address (EKS's, which every AWS SDK accepts over plain HTTP): the agent binds it
+# on a dummy link of its own inside the node's network namespace, so a pod's route to it ends at the node
+# (via the bridge address) and the address never exists outside the stack's namespaces.
+POD_IDENTITY_IP = "169.254.170.23"
+POD_IDENTITY_ROUTE = f"{POD_IDENTITY_IP}/32"
 KUBELET_PORT = 10250
 RUNC = "/usr/sbin/runc"
 # Paths as the node's processes see them (its /run and /var/lib are the stack's, see node_init):
@@ -275,6 +280,29 @@ def _write_yaml(path: Path, data: object) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def cni_config(paths: NodePaths) -> dict[str, object]:
+    """Pods: an address on the bridge, routes to the pod range (on-link), the Service range and the Pod
+    Identity agent's address (via the bridge address), nothing else."""
+    return {
+        "cniVersion": "0.4.0",
+        "name": "vso",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": netns.BRIDGE,
+            "isGateway": True,
+            "isDefaultGateway": False,
+            "ipMasq": False,
+            "hairpinMode": True,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": netns.POD_CIDR, "gateway": netns.NODE_HOST_IP}]],
+                "routes": [{"dst": SERVICE_CIDR}, {"dst": POD_IDENTITY_ROUTE}],
+                "dataDir": str(paths.root / "cni-ipam"),
+            },
+        }],
+    }
+
+
 def _write_configs(stack: Stack, pki: Pki, paths: NodePaths) -> Path:
     etc, layout = paths.etc, stack.layout
     for d in (etc, paths.run, paths.cni_conf):
@@ -326,25 +354,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     conf_dir = "{paths.cni_conf}"
     max_conf_num = 1
 """)
-    # Pods: an address on the bridge, routes to the pod range (on-link) and the Service range only.
-    (paths.cni_conf / "10-vso.conflist").write_text(json.dumps({
-        "cniVersion": "0.4.0",
-        "name": "vso",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": netns.BRIDGE,
-            "isGateway": True,
-            "isDefaultGateway": False,
-            "ipMasq": False,
-            "hairpinMode": True,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": netns.POD_CIDR, "gateway": netns.NODE_HOST_IP}]],
-                "routes": [{"dst": SERVICE_CIDR}],
-                "dataDir": str(paths.root / "cni-ipam"),
-            },
-        }],
-    }, indent=2))
+    (paths.cni_conf / "10-vso.conflist").write_text(json.dumps(cni_config(paths), indent=2))
     # No resolver: a pod's DNS query goes to its own loopback and is refused at once.
     (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
     cgroup_root = _cgroup_root(stack)

@@ -9,6 +9,7 @@ its forwarder, containerd, kubelet and kube-proxy) unless ``VSO_STACK_NODE=0``.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import shutil
 import socket
@@ -31,6 +32,15 @@ SERVICES = ("etcd", "sts-emulator", vault_server.SERVICE, "netns-forward", "kube
 NODE_SERVICES = ("netns-forward", "kube-scheduler", "node")
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CIDR = "10.96.0.0/16"
+# Node,RBAC: the kubelet's certificate is system:node:<name> in system:nodes (devstack/pki.py), so the Node
+# authorizer grants it what a kubelet needs, scoped to its own pods' objects.
+AUTHORIZATION_MODE = "Node,RBAC"
+# OwnerReferencesPermissionEnforcement is on in OpenShift: an ownerReference with blockOwnerDeletion needs
+# `update` on the owner's finalizers subresource; on for every run, so every end-to-end test proves the chart
+# grants it. NodeRestriction (kubeadm and managed clusters enable it): a kubelet may request ServiceAccount
+# tokens only for pods bound to its node, which the Pod Identity node binding relies on
+# (docs/design/pod-identity.md 4.1, 4.4).
+ADMISSION_PLUGINS = ("OwnerReferencesPermissionEnforcement", "NodeRestriction")
 # Enough for this operator: ServiceAccounts and their tokens, garbage collection of owned objects,
 # namespace deletion, Deployments (rollout restarts) and the kube-root-ca.crt ConfigMap.
 CONTROLLERS = (
@@ -143,6 +153,7 @@ def _cold_start(stack: Stack, pki: Pki) -> StackEnv:
         if node.enabled():
             _start_node(stack, pki)
         state: dict[str, object] = {
+            "config": config_fingerprint(stack),
             "vault_token": token,
             "aws_plugin": plugin_sha is not None,
             "vault_flavor": stack.vault_flavor,
@@ -258,10 +269,8 @@ def _start_apiserver(stack: Stack, pki: Pki) -> None:
             f"--tls-cert-file={pki.apiserver.cert}",
             f"--tls-private-key-file={pki.apiserver.key}",
             f"--client-ca-file={pki.ca.cert}",
-            "--authorization-mode=Node,RBAC",
-            # On in OpenShift: an ownerReference with blockOwnerDeletion needs `update` on the owner's
-            # finalizers subresource. On for every run, so every end-to-end test proves the chart grants it.
-            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+            f"--authorization-mode={AUTHORIZATION_MODE}",
+            f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
@@ -384,10 +393,23 @@ def _check_ports_free(ports: Ports) -> None:
 # --------------------------------------------------------------------------- health / state
 
 
+def config_fingerprint(stack: Stack) -> str:
+    """What a running stack cannot take on without a restart: a stack started before a change to these is
+    restarted by the next ``up`` (a test session's ``stack`` fixture included), never silently reused."""
+    settings = {
+        "authorization": AUTHORIZATION_MODE,
+        "admission": ADMISSION_PLUGINS,
+        "cni": node.cni_config(node.NodePaths.of(stack.layout)) if node.enabled() else None,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _unhealthy_reason(stack: Stack, pki: Pki, state: dict[str, object]) -> str | None:
     """None when every process runs and answers and OpenBao was configured; else why not."""
     if not state.get("configured"):
         return "not started or not configured"
+    if state.get("config") != config_fingerprint(stack):
+        return "it was started with another configuration (admission plugins, authorization, pod network)"
     if state.get("vault_flavor") != stack.vault_flavor:
         return f"{vault_server.FLAVOR_ENV}={stack.vault_flavor}, the stack runs {state.get('vault_flavor')}"
     if stack.vault.aws_plugin is not None and not state.get("aws_plugin"):

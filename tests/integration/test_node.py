@@ -5,14 +5,24 @@ and the operator image, run as a kubelet runs it, starts (no passwd entry for it
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
+from devstack import consumers, netns
 from devstack.env import StackEnv
+from devstack.kubeconfig import write_cert_kubeconfig
+from devstack.node import POD_IDENTITY_IP
 from tests.e2e.helpers import kubectl, wait_for
 
 pytestmark = pytest.mark.stack
@@ -232,3 +242,216 @@ def test_image_runs_as_a_kubelet_runs_it(stack: StackEnv, ns: str, crds: None) -
         assert status["restartCount"] == 0 and "running" in status["state"], (status, logs[-2000:])
     finally:
         kubectl(stack, "delete", "clusterrolebinding", binding, check=False)
+
+
+# --- Pod Identity (issue 20): the agent's address, NodeRestriction, the consumer images -----------------------
+
+# Runs in the pod: an HTTP GET to the agent's address, and the pod's routing table.
+PI_PROBE = r"""
+import json, os, socket
+out = {"routes": open("/proc/net/route").read().splitlines()[1:]}
+s = socket.create_connection((os.environ["PI_ADDRESS"], int(os.environ["PI_PORT"])), timeout=5)
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+out["answer"] = s.recv(200).decode()
+s.close()
+print(json.dumps(out), flush=True)
+"""
+TEST_LINK = "vso-test-pi0"
+
+
+def _route_hex(ip: str) -> str:
+    """An IPv4 address as /proc/net/route prints it (little-endian hex)."""
+    return "".join(f"{int(octet):02X}" for octet in reversed(ip.split(".")))
+
+
+def _ip(*args: str, netns_name: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    argv = ["ip", *(["-n", netns_name] if netns_name else []), *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=30)
+
+
+@contextlib.contextmanager
+def _pod_identity_address(netns_name: str) -> Iterator[None]:
+    """169.254.170.23 in the node's network namespace, as the agent's init container puts it there (a link of its
+    own; this kernel may have no ``dummy`` driver, and a bridge without ports holds an address the same way).
+    Left alone when the agent already put it there."""
+    if POD_IDENTITY_IP in _ip("-o", "addr", "show", netns_name=netns_name).stdout:
+        yield
+        return
+    if _ip("link", "add", TEST_LINK, "type", "dummy", netns_name=netns_name, check=False).returncode != 0:
+        _ip("link", "add", TEST_LINK, "type", "bridge", netns_name=netns_name)
+    try:
+        _ip("addr", "add", f"{POD_IDENTITY_IP}/32", "dev", TEST_LINK, netns_name=netns_name)
+        _ip("link", "set", TEST_LINK, "up", netns_name=netns_name)
+        yield
+    finally:
+        _ip("link", "del", TEST_LINK, netns_name=netns_name, check=False)
+
+
+def test_pods_reach_the_pod_identity_address_on_the_node_and_the_host_never_has_it(stack: StackEnv, ns: str) -> None:
+    """docs/design/pod-identity.md 8.1: pods route 169.254.170.23/32 via the bridge address to the node, where the
+    agent binds it; the address and every route to it stay inside the stack's network namespace."""
+    image = _image(stack)
+    name, host = stack.extra["VSO_NODE_NETNS"], stack.extra["VSO_NODE_HOST_IP"]
+    peers: list[str] = []
+    with _pod_identity_address(name):
+        with netns.entered(name):  # the listening socket lives in the node's namespace
+            server = socket.create_server((POD_IDENTITY_IP, 0))
+        port = server.getsockname()[1]
+
+        def serve() -> None:
+            with server:
+                server.settimeout(120)
+                conn, peer = server.accept()
+                with conn:
+                    peers.append(peer[0])
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nthe node's agent address")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        # the host's own namespace: no address, no route (any table) for it
+        assert POD_IDENTITY_IP not in _ip("-o", "addr", "show").stdout
+        assert POD_IDENTITY_IP not in _ip("route", "show", "table", "all").stdout
+        _apply(stack, {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pi-probe", "namespace": ns},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": True},
+                "containers": [{
+                    "name": "probe", "image": image, "imagePullPolicy": "Never",
+                    "command": ["python3", "-c", PI_PROBE],
+                    "env": [{"name": "PI_ADDRESS", "value": POD_IDENTITY_IP}, {"name": "PI_PORT", "value": str(port)}],
+                }],
+            },
+        })
+        phase = wait_for("the probe pod to finish", lambda: _pod_phase(stack, ns, "pi-probe") in ("Succeeded", "Failed")
+                         and _pod_phase(stack, ns, "pi-probe"), timeout=120)
+        thread.join(timeout=10)
+    logs = kubectl(stack, "-n", ns, "logs", "pi-probe").stdout
+    assert phase == "Succeeded", logs
+    result = json.loads(logs.strip().splitlines()[-1])
+    assert result["answer"].endswith("the node's agent address"), result
+    pod_ip = json.loads(kubectl(stack, "-n", ns, "get", "pod", "pi-probe", "-o", "json").stdout)["status"]["podIP"]
+    assert peers == [pod_ip]  # straight over the bridge: no NAT on the way
+    # the pod's routes: its own range on-link, the Service range and the agent's /32 via the bridge address
+    routes = {(f[1], f[2], f[7]) for f in (line.split() for line in result["routes"])}
+    gateway = _route_hex(host)
+    assert (_route_hex(POD_IDENTITY_IP), gateway, "FFFFFFFF") in routes, result["routes"]
+    assert (_route_hex("10.96.0.0"), gateway, "0000FFFF") in routes, result["routes"]
+    assert {dst for dst, _, _ in routes} == {_route_hex(x) for x in ("10.244.0.0", "10.96.0.0", POD_IDENTITY_IP)}
+
+
+def _token_review(stack: StackEnv, token: str, audience: str) -> dict[str, Any]:
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+              "spec": {"token": token, "audiences": [audience]}}
+    status: dict[str, Any] = json.loads(kubectl(stack, "create", "-o", "json", "-f", "-",
+                                                stdin=json.dumps(review)).stdout)["status"]
+    return status
+
+
+def test_the_kubelet_is_a_node_and_may_request_tokens_only_for_its_own_pods(
+        stack: StackEnv, ns: str, tmp_path: Path) -> None:
+    """NodeRestriction (docs/design/pod-identity.md 4.1, 8.1): the kubelet authenticates as system:node:<name> in
+    system:nodes and may mint only tokens bound to a pod on its node, for audiences that pod declares; a pod-bound
+    token's review names the pod's node (ServiceAccountTokenPodNodeInfo)."""
+    node_name = stack.extra["VSO_NODE_NAME"]
+    other_node = f"vso-fake-{ns}"
+    kubectl(stack, "-n", ns, "create", "serviceaccount", "app")
+    pause = {"name": "c", "image": "vso.local/pause:3.10", "imagePullPolicy": "Never"}
+    _apply(stack, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "own", "namespace": ns},
+                   "spec": {"serviceAccountName": "app", "containers": [pause]}})
+    # a Node object with no kubelet behind it, and a pod bound to it: the ServiceAccount is the same, so only
+    # NodeRestriction (not the Node authorizer's graph) tells the two pods apart
+    _apply(stack, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": other_node}})
+    try:
+        _apply(stack, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "elsewhere", "namespace": ns},
+                       "spec": {"serviceAccountName": "app", "nodeName": other_node, "containers": [pause]}})
+        wait_for("the pod to be scheduled", lambda: kubectl(
+            stack, "-n", ns, "get", "pod", "own", "-o", "jsonpath={.spec.nodeName}").stdout == node_name, timeout=60)
+        uid = {p: kubectl(stack, "-n", ns, "get", "pod", p, "-o", "jsonpath={.metadata.uid}").stdout
+               for p in ("own", "elsewhere")}
+
+        # an admin's pod-bound token: the review names the pod and its node
+        audience = "vaultsts.io/pod-identity"
+        token = kubectl(stack, "-n", ns, "create", "token", "app", "--bound-object-kind", "Pod",
+                        "--bound-object-name", "own", "--audience", audience).stdout.strip()
+        review = _token_review(stack, token, audience)
+        assert review["authenticated"] and review["audiences"] == [audience], review.get("error")
+        extra = review["user"]["extra"]
+        assert extra["authentication.kubernetes.io/node-name"] == [node_name]
+        assert extra["authentication.kubernetes.io/pod-name"] == ["own"]
+        assert extra["authentication.kubernetes.io/pod-uid"] == [uid["own"]]
+        assert review["user"]["username"] == f"system:serviceaccount:{ns}:app"
+
+        # the kubelet's own client certificate
+        pki = stack.stack_dir / "pki"
+        config = write_cert_kubeconfig(tmp_path / "kubelet.kubeconfig", stack.kube_api, stack.kube_ca,
+                                       user_name=f"system:node:{node_name}", cert=pki / "kubelet.crt",
+                                       key=pki / "kubelet.key")
+
+        def as_kubelet(*args: str) -> subprocess.CompletedProcess[str]:
+            return kubectl(stack, "--kubeconfig", str(config), *args, check=False)
+
+        whoami = json.loads(as_kubelet("auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]
+        assert whoami["username"] == f"system:node:{node_name}" and "system:nodes" in whoami["groups"]
+
+        def kubelet_token(pod: str | None, *more: str) -> subprocess.CompletedProcess[str]:
+            bound = ["--bound-object-kind", "Pod", "--bound-object-name", pod, "--bound-object-uid", uid[pod]] \
+                if pod else []
+            return as_kubelet("-n", ns, "create", "token", "app", *bound, *more)
+
+        own = kubelet_token("own")
+        assert own.returncode == 0 and own.stdout.count(".") == 2, own.stderr
+        elsewhere = kubelet_token("elsewhere")
+        assert "bound to a pod scheduled on a different node" in elsewhere.stderr, elsewhere
+        unbound = kubelet_token(None)
+        assert "not bound to a pod" in unbound.stderr, unbound
+        undeclared = kubelet_token("own", "--audience", audience)  # the pod mounts no token of that audience
+        assert "not authorized to request tokens for this audience" in undeclared.stderr, undeclared
+    finally:
+        kubectl(stack, "-n", ns, "delete", "pod", "elsewhere", "--wait=false", check=False)
+        kubectl(stack, "delete", "node", other_node, "--wait=false", check=False)
+
+
+def test_each_consumer_image_runs_on_the_node_with_its_sdks_default_chain(stack: StackEnv, ns: str) -> None:
+    """devstack/consumers: Python (the operator image), Go and JavaScript each find credentials in their environment
+    through their SDK's default chain and call the emulator's GetCallerIdentity; without credentials each prints
+    an ok:false line and goes on."""
+    images = consumers.build_all(stack)
+    assert set(images) == set(consumers.SDKS)
+    emulator = stack.emulator()
+    user = f"consumer-{ns}"
+    account = "123456789012"
+    emulator.create_user(user, account=account)
+    key = emulator.create_access_key(user)
+    role = f"arn:aws:iam::{account}:role/{user}"
+    emulator.create_role(role, [f"arn:aws:iam::{account}:user/{user}"])
+    sts = boto3.client("sts", endpoint_url=stack.sts_endpoint, region_name=consumers.DEFAULT_REGION,
+                       aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+    issued = sts.assume_role(RoleArn=role, RoleSessionName="consumer", DurationSeconds=900)["Credentials"]
+    kubectl(stack, "-n", ns, "create", "secret", "generic", "aws",
+            f"--from-literal=AWS_ACCESS_KEY_ID={issued['AccessKeyId']}",
+            f"--from-literal=AWS_SECRET_ACCESS_KEY={issued['SecretAccessKey']}",
+            f"--from-literal=AWS_SESSION_TOKEN={issued['SessionToken']}")
+    endpoint = stack.extra["VSO_NODE_STS_ENDPOINT"]
+    for sdk, image in images.items():
+        for name, with_credentials in ((f"{sdk}-creds", True), (f"{sdk}-none", False)):
+            container = consumers.container(sdk, image, sts_endpoint=endpoint, interval=1)
+            if with_credentials:
+                container["envFrom"] = [{"secretRef": {"name": "aws"}}]
+            _apply(stack, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+                           "spec": {"containers": [container], "terminationGracePeriodSeconds": 2}})
+
+    def lines(name: str) -> list[dict[str, Any]]:
+        out = kubectl(stack, "-n", ns, "logs", name, check=False).stdout
+        return [json.loads(raw) for raw in out.splitlines() if raw.startswith("{")]
+
+    for sdk in images:
+        good = wait_for(f"the {sdk} consumer's first line", lambda s=sdk: lines(f"{s}-creds"), timeout=120)
+        assert good[0] == {"sdk": sdk, "ok": True, "arn": f"arn:aws:sts::{account}:assumed-role/{user}/consumer",
+                           "access_key_id": issued["AccessKeyId"], "t": good[0]["t"]}, good[0]
+        assert abs(good[0]["t"] - time.time()) < 120
+        bad = wait_for(f"the {sdk} consumer's line without credentials", lambda s=sdk: lines(f"{s}-none"),
+                       timeout=120)
+        assert bad[0]["sdk"] == sdk and bad[0]["ok"] is False and bad[0]["error"], bad[0]
+        assert issued["SecretAccessKey"] not in json.dumps(good + bad)
