@@ -185,6 +185,10 @@ class EmulatorAdmin:
     def set_mfa_period(self, serial: str, period: int) -> None:
         self._call("POST", "mfa-devices/period", {"serial": serial, "period": period})
 
+    def issued_for_role(self, role_arn: str) -> list[dict[str, Any]]:
+        """The role's AssumeRole credentials the emulator holds (secret halves included), for leak scans."""
+        return cast(list[dict[str, Any]], self._call("POST", "issued", {"role_arn": role_arn})["credentials"])
+
     def set_lifetime_cap(self, arn: str, seconds: int | None) -> None:
         """Test knob: the role's AssumeRole credentials expire `seconds` after issue (None: as asked)."""
         self._call("POST", "roles/lifetime-cap", {"arn": arn, "seconds": seconds})

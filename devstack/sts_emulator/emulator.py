@@ -335,6 +335,14 @@ class Emulator:
             facts["expired"] = cred.expired(self.now())
             return facts
 
+    def issued_for_role(self, role_arn: str) -> list[dict[str, Any]]:
+        """Every AssumeRole credential of a role the emulator still holds, secret halves included: a test tool's
+        view (leak scans look for them where they must not be)."""
+        with self._lock:
+            return [{"AccessKeyId": c.access_key_id, "SecretAccessKey": c.secret_access_key,
+                     "SessionToken": c.session_token, "Expiration": c.expiration}
+                    for c in self.state.credentials.values() if c.role_arn == role_arn]
+
     def counters_json(self) -> dict[str, Any]:
         with self._lock:
             return self.counters.to_json()

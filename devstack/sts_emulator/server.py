@@ -217,6 +217,8 @@ class Handler(BaseHTTPRequestHandler):
             case ("POST", ["mfa-devices", "period"]):
                 device = emulator.set_mfa_period(str(body["serial"]), int(body["period"]))
                 return {"serial": device.serial, "period": device.period}
+            case ("POST", ["issued"]):
+                return {"credentials": emulator.issued_for_role(str(body["role_arn"]))}
             case ("POST", ["roles", "lifetime-cap"]):
                 role = emulator.set_lifetime_cap(str(body["arn"]), _opt_int(body.get("seconds")))
                 return {"arn": role.arn, "lifetime_cap_seconds": role.lifetime_cap_seconds}

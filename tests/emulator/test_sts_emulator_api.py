@@ -108,6 +108,9 @@ def test_lifetime_cap_knob_shortens_a_roles_sessions(admin: EmulatorAdmin, ident
     capped = identity.client.assume_role(RoleArn=ROLE_PLAIN, RoleSessionName="s1", DurationSeconds=3600)
     left = capped["Credentials"]["Expiration"].timestamp() - time.time()
     assert 290 < left <= 300
+    held = admin.issued_for_role(ROLE_PLAIN)
+    assert [c["AccessKeyId"] for c in held] == [capped["Credentials"]["AccessKeyId"]]
+    assert held[0]["SecretAccessKey"] == capped["Credentials"]["SecretAccessKey"]
     admin.set_lifetime_cap(ROLE_PLAIN, None)
     normal = identity.client.assume_role(RoleArn=ROLE_PLAIN, RoleSessionName="s1", DurationSeconds=3600)
     assert normal["Credentials"]["Expiration"].timestamp() - time.time() > 3500
