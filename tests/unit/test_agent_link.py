@@ -56,6 +56,13 @@ def test_failures_are_errors_with_ips_message() -> None:
         init_link("vaultsts-pi0", ["169.254.170.23/32"], run=FakeIp(fail="link add"))
     with pytest.raises(LinkError, match=r"addr replace 169\.254\.170\.23/32"):
         init_link("vaultsts-pi0", ["169.254.170.23/32"], run=FakeIp(fail="-4 addr"))
+    no_driver = FakeIp()
+
+    def without_dummy_driver(args: Sequence[str]) -> Result:
+        return Result(2, "Error: Unknown device type.") if "dummy" in args else no_driver(args)
+
+    with pytest.raises(LinkError, match="--link lo"):  # a kernel without CONFIG_DUMMY, as this machine's
+        init_link("vaultsts-pi0", ["169.254.170.23/32"], run=without_dummy_driver)
     with pytest.raises(LinkError, match="15 characters"):
         init_link("a-name-longer-than-15", ["169.254.170.23/32"], run=FakeIp())
     with pytest.raises(ValueError, match="does not appear to be"):

@@ -6,7 +6,9 @@ needs the small Debian package iproute2 instead. Every step is
 idempotent (`ip addr replace`, the link made only when absent), so a restarted init container changes nothing.
 The link outlives the agent's pod on purpose: while the agent restarts, connections to its address are refused at
 once (the SDKs retry) instead of timing out. No route is added: an address on a local link is in the kernel's
-local table, and the pods' route to it is the CNI's (docs/design/pod-identity.md 8.1).
+local table, and the pods' route to it is the CNI's (docs/design/pod-identity.md 8.1). On a kernel without the
+dummy driver (CONFIG_DUMMY off, as on this project's Firecracker build machine) `--link lo` is the way: `lo` exists,
+so it is not made, and an address on it is as local as on a dummy link.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ def init_link(link: str, addresses: Sequence[str], *, run: Runner = run_ip,
     if run(["link", "show", "dev", link]).returncode != 0:
         made = run(["link", "add", link, "type", "dummy"])
         if made.returncode != 0 and "File exists" not in made.stderr:  # another init container made it meanwhile
-            raise LinkError(f"ip link add {link} type dummy: {made.stderr}")
+            hint = (" (this kernel has no dummy link driver: --link lo puts the addresses on the loopback link "
+                    "instead, which serves the same)" if "Unknown device type" in made.stderr else "")
+            raise LinkError(f"ip link add {link} type dummy: {made.stderr}{hint}")
         log.info("created dummy link %s", link)
     assigned = []
     for interface in parsed:

@@ -62,6 +62,7 @@ class Upstream:
         self._ssl: ssl.SSLContext | None = None
         self._ca_mtime = 0.0
         self._session: aiohttp.ClientSession | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def load_ca(self) -> None:
         """Read the operator's CA (again when the file changed: cert-manager rotates it). Raises OSError or
@@ -77,7 +78,9 @@ class Upstream:
         self._ssl, self._ca_mtime = context, mtime
         if self._session is not None:  # new connections verify against the new CA
             old, self._session = self._session, None
-            asyncio.get_running_loop().create_task(old.close())
+            closing = asyncio.get_running_loop().create_task(old.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
