@@ -74,7 +74,7 @@ class Rtnetlink:
                 length, answer, _, seq, _ = _HEADER.unpack_from(data, offset)
                 if answer == _NLMSG_ERROR and seq == self._seq:
                     (code,) = struct.unpack_from("=i", data, offset + _HEADER.size)
-                    return -code
+                    return -int(code)
                 offset += max((length + 3) & ~3, _HEADER.size)
 
 
