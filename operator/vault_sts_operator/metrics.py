@@ -43,7 +43,7 @@ MFA_SESSION_EXPIRATION = Gauge(
     f"{_NS}_mfa_session_expiration_timestamp_seconds",
     "Unix time at which the identity's cached MFA session (GetSessionToken) expires", ["identity"])
 POD_IDENTITY_REQUESTS = Counter(f"{_NS}_pod_identity_requests_total",
-                                "Node agents' requests for a pod's credentials, by result (Granted or the refusal code)",
+                                "Node agents' requests for pods' credentials, by result (Granted or the refusal code)",
                                 ["result"])
 POD_IDENTITY_SECONDS = Histogram(f"{_NS}_pod_identity_request_seconds",
                                  "Time to answer a node agent's request for a pod's credentials",

@@ -165,3 +165,23 @@ def test_reviews_are_cached_per_token_and_audience_never_past_the_token_expiry(e
         assert len(reviewer.calls) == (3 if exp_in > 60 else 4)
 
     asyncio.run(scenario())
+
+
+def test_pod_identity_renews_twenty_minutes_before_expiry_yet_keeps_a_third_of_short_sessions() -> None:
+    from vault_sts_operator.domain.delivery import POD_IDENTITY_MIN_RENEW_BEFORE
+    from vault_sts_operator.domain.renewal import renewal_time
+
+    issued = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+    def before(lifetime_s: int, floor: timedelta | None) -> float:
+        expiration = issued + timedelta(seconds=lifetime_s)
+        at = renewal_time(issued_at=issued, expiration=expiration, renew_before=None, jitter_key="k",
+                          default_at_least=floor)
+        return (expiration - at).total_seconds()
+
+    floor = POD_IDENTITY_MIN_RENEW_BEFORE
+    assert 600 <= before(1800, None) <= 720  # mode Secret: a third (plus a jitter of up to 10 % of the wait)
+    assert 1200 <= before(1800, floor) <= 1260  # mode PodIdentity: 20 min, above the agents' 18-min margin
+    assert 1200 <= before(3600, floor) <= 1440
+    assert 1440 <= before(4320, floor) <= 1728  # a third is longer than 20 min: a third
+    assert 200 <= before(300, floor) <= 210  # a session capped at 5 min: renewed after 100 s, not at once

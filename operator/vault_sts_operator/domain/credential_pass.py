@@ -66,6 +66,7 @@ class PassInput:
     role_arn: str = ""
     spec_hash: str = ""  # CredentialSpec.issuance_hash(): what the Secret's record is compared with
     renew_before: timedelta | None = None
+    renew_default_at_least: timedelta | None = None  # mode PodIdentity: the default renewBefore's floor
     secret_problems: tuple[str, ...] = ()  # why the API server would refuse the Secret (outputs/secret_manifest.py)
     # Of the identity:
     identity: IdentityAccess | None = None
@@ -156,7 +157,8 @@ def decide_pass(facts: PassInput, *, rotate_min_interval: timedelta = timedelta(
         return Refuse(error)
     decision = decide(now=facts.now, record=facts.record, spec_hash=facts.spec_hash,
                       rotate_request=facts.rotate_request, renew_before=facts.renew_before,
-                      jitter_key=facts.jitter_key, rotate_min_interval=rotate_min_interval)
+                      jitter_key=facts.jitter_key, rotate_min_interval=rotate_min_interval,
+                      default_at_least=facts.renew_default_at_least)
     if decision.trigger is not None:
         return Issue(decision.trigger, reusable_kept(facts))
     assert facts.record is not None and decision.renew_at is not None  # decide() issues when there is no record

@@ -27,11 +27,12 @@ class IssuedRecord:
     assumed_role_arn: str
 
 
-def record_renewal_time(record: IssuedRecord, *, renew_before: timedelta | None, jitter_key: str) -> datetime:
+def record_renewal_time(record: IssuedRecord, *, renew_before: timedelta | None, jitter_key: str,
+                        default_at_least: timedelta | None = None) -> datetime:
     """When the credentials of `record` are renewed (what status.renewalTime shows); `jitter_key` is
     the credential's namespace/name, extended with the expiry so each issue gets its own jitter."""
     return renewal_time(issued_at=record.issued_at, expiration=record.expiration, renew_before=renew_before,
-                        jitter_key=f"{jitter_key}/{format_time(record.expiration)}")
+                        jitter_key=f"{jitter_key}/{format_time(record.expiration)}", default_at_least=default_at_least)
 
 
 class Trigger(Enum):
@@ -65,6 +66,7 @@ def decide(
     renew_before: timedelta | None,
     jitter_key: str,
     rotate_min_interval: timedelta = timedelta(0),
+    default_at_least: timedelta | None = None,
 ) -> Decision:
     """What to do now. A rotate request is honoured once the Secret is `rotate_min_interval` old.
 
@@ -83,7 +85,8 @@ def decide(
         if now >= allowed_at:
             return Decision(Trigger.ROTATION_REQUESTED)
         deferred_until = allowed_at
-    renew_at = record_renewal_time(record, renew_before=renew_before, jitter_key=jitter_key)
+    renew_at = record_renewal_time(record, renew_before=renew_before, jitter_key=jitter_key,
+                                   default_at_least=default_at_least)
     if now >= renew_at:
         return Decision(Trigger.RENEWAL_DUE, renew_at)
     return Decision(None, renew_at, deferred_until)

@@ -39,6 +39,12 @@ class DeliverySpec:
     def writes_secret(self) -> bool:
         return self.mode == SECRET
 
+    @property
+    def renew_default_at_least(self) -> timedelta | None:
+        """Without renewBefore, how long before expiry at least the operator renews (the design's
+        max(20m, lifetime/3)); None: a third of the lifetime, as in mode Secret."""
+        return POD_IDENTITY_MIN_RENEW_BEFORE if self.mode == POD_IDENTITY else None
+
 
 def delivery_problems(delivery: DeliverySpec, *, duration_seconds: int, renew_before: timedelta | None,
                       has_target: bool, has_restart_targets: bool) -> list[str]:

@@ -27,6 +27,7 @@ def renewal_time(
     expiration: datetime,
     renew_before: timedelta | None,
     jitter_key: str,
+    default_at_least: timedelta | None = None,
 ) -> datetime:
     """`expiration - renewBefore`, moved earlier by up to 10 % of the wait until then (at most 5 min).
 
@@ -37,6 +38,10 @@ def renewal_time(
     """
     lifetime = expiration - issued_at
     before = renew_before if renew_before is not None else lifetime / 3
+    if renew_before is None and default_at_least is not None:
+        # Mode PodIdentity: renew at least this long before expiry (the agents' and SDKs' windows), yet keep a
+        # third of the lifetime in use (sessions shorter than asked, e.g. a role's cap, must not renew at once).
+        before = max(before, min(default_at_least, lifetime * 2 / 3))
     wait = max(lifetime - before, timedelta(0))
     jitter = min(wait * JITTER_FRACTION, MAX_JITTER) * unit_jitter(jitter_key)
     earliest = issued_at + min(MIN_LIFETIME_BEFORE_RENEWAL, lifetime / 2)

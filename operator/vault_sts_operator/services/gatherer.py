@@ -110,7 +110,7 @@ class CredentialGatherer:
         problems = tuple(secret_problems(spec, rotate_request=rotate_request, now=now)) \
             if spec.delivery.writes_secret else ()
         facts = replace(facts, role_arn=spec.role_arn, spec_hash=spec.issuance_hash(), renew_before=spec.renew_before,
-                        secret_problems=problems)
+                        renew_default_at_least=spec.delivery.renew_default_at_least, secret_problems=problems)
         if not spec.delivery.writes_secret:
             refused = self._pod_identity_refusal(namespace, name)
             if refused is not None:

@@ -307,7 +307,8 @@ class CredentialReconciler:
                 "rotateRequest": record.rotate_request or None}
 
     def _renew_at(self, spec: CredentialSpec, record: IssuedRecord) -> datetime:
-        return record_renewal_time(record, renew_before=spec.renew_before, jitter_key=f"{spec.namespace}/{spec.name}")
+        return record_renewal_time(record, renew_before=spec.renew_before, jitter_key=f"{spec.namespace}/{spec.name}",
+                                   default_at_least=spec.delivery.renew_default_at_least)
 
     async def _patch_status(self, body: Mapping[str, Any], spec: CredentialSpec, record: IssuedRecord,
                             status: Mapping[str, Any], *, ready_message: str) -> dict[str, Any]:
