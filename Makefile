@@ -30,9 +30,10 @@ build:  ## build (or reuse) etcd, the Kubernetes control plane and node binaries
 image: $(STAMP)  ## build (or reuse) the operator image with podman, load it into the running node (VSO_IMAGE)
 	$(PY) -m devstack.image
 
-# The Pod Identity tests' consumers (devstack/consumers): aws-sdk-go-v2 and @aws-sdk/client-sts v3 images, built
-# daemonless into ~/.cache/vault-sts-operator and imported into a running node; Python runs in the operator image.
-consumers: $(STAMP)  ## build (or reuse) the Go and JavaScript consumer images, load them into the running node
+# The Pod Identity tests' consumers (devstack/consumers): aws-sdk-go-v2, @aws-sdk/client-sts v3 and AWS SDK for
+# Java v2 images, built daemonless into ~/.cache/vault-sts-operator and imported into a running node; the Python
+# consumer (boto3) runs in the operator image.
+consumers: $(STAMP)  ## build (or reuse) the Go, JavaScript and Java consumer images, load them into the running node
 	$(PY) -m devstack.consumers
 
 build-vault:  ## build (or reuse) HashiCorp Vault for VSO_VAULT_FLAVOR=hashicorp (BUSL-1.1: local tests only)

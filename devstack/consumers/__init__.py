@@ -14,6 +14,7 @@ them reaches them through their SDK's own chain (environment, container credenti
 | python | the operator's image (``VSO_IMAGE``; boto3 is in it) | ``python_consumer.py``, passed with ``python3 -c`` |
 | go | ``vso.local/consumer-go:<hash>``, ``FROM scratch`` | ``go/main.go``: aws-sdk-go-v2 ``config`` + ``service/sts`` |
 | js | ``vso.local/consumer-js:<hash>``, Debian trixie's nodejs | ``js/consumer.mjs``: ``@aws-sdk/client-sts`` v3 |
+| java | ``vso.local/consumer-java:<hash>``, bookworm's JRE 17 | ``java/Consumer.java``: Java SDK v2 ``sts`` |
 
 ``build_all(stack)`` builds (or finds cached) and imports them into the node; ``container()`` is the pod
 spec's container for one of them. ``make consumers`` (``python -m devstack.consumers``) builds them and
@@ -31,11 +32,11 @@ from devstack.consumers.images import BUILDERS, PYTHON_SCRIPT, Image
 from devstack.env import StackEnv
 from devstack.procs import StackError
 
-SDKS = ("python", "go", "js")
+SDKS = ("python", "go", "js", "java")
 DEFAULT_REGION = "us-east-1"
 
 
-def build_images(sdks: tuple[str, ...] = ("go", "js")) -> dict[str, Image]:
+def build_images(sdks: tuple[str, ...] = ("go", "js", "java")) -> dict[str, Image]:
     """Build (or find in the cache) the image archives; no stack needed."""
     return {sdk: BUILDERS[sdk]() for sdk in sdks}
 
@@ -99,7 +100,8 @@ def container(
         "name": name, "image": image, "imagePullPolicy": "Never",
         "env": [{"name": k, "value": v} for k, v in variables.items()],
         "securityContext": restricted_security_context(),
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "160Mi"}},
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                      "limits": {"memory": "256Mi" if sdk == "java" else "160Mi"}},
     }
     if sdk == "python":
         spec["command"] = ["python3", "-c", PYTHON_SCRIPT.read_text()]

@@ -1,4 +1,4 @@
-"""``make consumers``: build (or find cached) the Go and JavaScript consumer images and, when a stack with a
+"""``make consumers``: build (or find cached) the Go, JavaScript and Java consumer images and, when a stack with a
 node runs, import them into it. Prints ``sdk reference`` per line (python: the operator image, if loaded).
 
 ``python -m devstack.consumers [--no-load]``

@@ -43,15 +43,27 @@ REPOSITORY = "vso.local/consumer"
 USER = "65532:65532"  # as the operator image: no passwd entry, as a restricted pod runs it
 KEEP = 3  # archives kept per kind (several checkouts share the cache; an edit makes a new one)
 
-NODE_SUITE = "trixie"
-NODE_PACKAGES = "nodejs"
-NODE_MIRRORS = (
-    f"deb http://deb.debian.org/debian {NODE_SUITE} main",
-    f"deb http://deb.debian.org/debian {NODE_SUITE}-updates main",
-    f"deb http://deb.debian.org/debian-security {NODE_SUITE}-security main",
-)
-NODE_RECIPE = json.dumps({"variant": "extract", "suite": NODE_SUITE, "include": NODE_PACKAGES,
-                          "mirrors": NODE_MIRRORS, "layer": 1})
+JAVA_DIR = HERE / "java"
+JAVA_INPUTS = ("pom.xml", "Consumer.java")
+JAVA_RELEASE = "17"  # the JDK that compiles it (the machine's) and the JRE that runs it (bookworm's)
+JAVA_HOME = f"/usr/lib/jvm/java-{JAVA_RELEASE}-openjdk-amd64"
+
+
+def _mirrors(suite: str) -> tuple[str, ...]:
+    return (f"deb http://deb.debian.org/debian {suite} main",
+            f"deb http://deb.debian.org/debian {suite}-updates main",
+            f"deb http://deb.debian.org/debian-security {suite}-security main")
+
+
+def _recipe(suite: str, packages: str) -> str:
+    return json.dumps({"variant": "extract", "suite": suite, "include": packages, "mirrors": _mirrors(suite),
+                       "layer": 1})
+
+
+NODE_SUITE, NODE_PACKAGES = "trixie", "nodejs"
+NODE_RECIPE = _recipe(NODE_SUITE, NODE_PACKAGES)
+JRE_SUITE, JRE_PACKAGES = "bookworm", f"openjdk-{JAVA_RELEASE}-jre-headless"
+JRE_RECIPE = _recipe(JRE_SUITE, JRE_PACKAGES)
 # merged /usr: the packages ship only /usr/...; dpkg's base-files (not extracted) would make these
 USR_MERGE = (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin"))
 
@@ -217,9 +229,11 @@ def build_go() -> Image:
 # --------------------------------------------------------------------------- JavaScript
 
 
-def node_rootfs_layer() -> Path:
-    """Debian trixie's nodejs and its libraries as a layer tarball (cached by recipe)."""
-    key = hashlib.sha256(NODE_RECIPE.encode()).hexdigest()[:16]
+def debian_layer(name: str, suite: str, packages: str) -> Path:
+    """Debian ``suite``'s ``packages`` and their dependencies, extracted (no maintainer script runs), as a layer
+    tarball cached by recipe."""
+    recipe = _recipe(suite, packages)
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
     def build(tmp: Path) -> None:
         if shutil.which("mmdebstrap") is None:
@@ -227,13 +241,13 @@ def node_rootfs_layer() -> Path:
         started = time.monotonic()
         with tempfile.TemporaryDirectory() as work:
             rootfs = Path(work) / "rootfs.tar"
-            _run(["mmdebstrap", "--variant=extract", f"--include={NODE_PACKAGES}", "--quiet",
-                  NODE_SUITE, str(rootfs), *NODE_MIRRORS], timeout=1200)
+            _run(["mmdebstrap", "--variant=extract", f"--include={packages}", "--quiet",
+                  suite, str(rootfs), *_mirrors(suite)], timeout=1200)
             _rootfs_to_layer(rootfs, tmp)
-        _log(f"nodejs from Debian {NODE_SUITE} extracted in {time.monotonic() - started:.1f}s "
+        _log(f"{packages} from Debian {suite} extracted in {time.monotonic() - started:.1f}s "
              f"({tmp.stat().st_size / 1e6:.0f} MB)")
 
-    return _cached(cache_dir() / f"consumer-node-{NODE_SUITE}-{key}.tar", build, "consumer-node")
+    return _cached(cache_dir() / f"consumer-{name}-{suite}-{key}.tar", build, f"consumer-{name}")
 
 
 def _rootfs_to_layer(rootfs: Path, out: Path) -> None:
@@ -283,7 +297,7 @@ def build_js() -> Image:
     reference = f"{REPOSITORY}-js:{key}"
 
     def build(tmp: Path) -> None:
-        base, modules = node_rootfs_layer(), node_modules()
+        base, modules = debian_layer("node", NODE_SUITE, NODE_PACKAGES), node_modules()
         started = time.monotonic()
         with tempfile.TemporaryDirectory() as work:
             app = Path(work) / "app"
@@ -303,4 +317,56 @@ def build_js() -> Image:
     return Image("js", reference, _cached(cache_dir() / f"consumer-js-{key}.tar", build, "consumer-js"))
 
 
-BUILDERS: dict[str, Callable[[], Image]] = {"go": build_go, "js": build_js}
+# --------------------------------------------------------------------------- Java
+
+
+def java_key() -> str:
+    return _hash([*_files(JAVA_DIR, JAVA_INPUTS), JRE_RECIPE.encode(), JAVA_RELEASE.encode()])
+
+
+def java_libraries() -> Path:
+    """The SDK's jars (``mvn dependency:copy-dependencies`` of the pom), cached by the pom's hash."""
+    if shutil.which("mvn") is None:
+        raise StackError("mvn is missing: the Java consumer's jars come from Maven")
+    key = _hash(_files(JAVA_DIR, ("pom.xml",)))
+
+    def build(tmp: Path) -> None:
+        started = time.monotonic()
+        _run(["mvn", "--batch-mode", "--quiet", "--file", str(JAVA_DIR / "pom.xml"),
+              "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-Dmdep.useBaseVersion=true"],
+             cwd=JAVA_DIR, timeout=900)
+        shutil.rmtree(JAVA_DIR / "target", ignore_errors=True)
+        _log(f"mvn dependency:copy-dependencies in {time.monotonic() - started:.1f}s")
+
+    return _cached(cache_dir().parent / "maven" / f"consumer-java-{key}", build, "consumer-maven")
+
+
+def build_java() -> Image:
+    if shutil.which("javac") is None:
+        raise StackError(f"javac is missing: the Java consumer is compiled with a JDK >= {JAVA_RELEASE}")
+    key = java_key()
+    reference = f"{REPOSITORY}-java:{key}"
+
+    def build(tmp: Path) -> None:
+        base, libraries = debian_layer("jre", JRE_SUITE, JRE_PACKAGES), java_libraries()
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory() as work:
+            app = Path(work) / "app"
+            shutil.copytree(libraries, app / "lib")
+            _run(["javac", "--release", JAVA_RELEASE, "-cp", f"{libraries}/*", "-d", str(app),
+                  str(JAVA_DIR / "Consumer.java")])
+            layer = Path(work) / "app.tar"
+            with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+                _add_tree(tar, app, "app")
+            write_docker_archive(tmp, reference, [base, layer], {
+                # a small heap and one GC thread: a loop of one call every few seconds
+                "Entrypoint": [f"{JAVA_HOME}/bin/java", "-XX:+UseSerialGC", "-Xmx64m", "-XX:TieredStopAtLevel=1",
+                               "-cp", "/app/lib/*:/app", "Consumer"],
+                "WorkingDir": "/app", "User": USER, "Env": [f"JAVA_HOME={JAVA_HOME}", "PATH=/usr/bin:/bin"],
+            })
+        _log(f"built {reference} in {time.monotonic() - started:.1f}s")
+
+    return Image("java", reference, _cached(cache_dir() / f"consumer-java-{key}.tar", build, "consumer-java"))
+
+
+BUILDERS: dict[str, Callable[[], Image]] = {"go": build_go, "js": build_js, "java": build_java}

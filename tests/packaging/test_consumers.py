@@ -63,13 +63,14 @@ def _manifest(archive: Image) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_the_archives_name_their_inputs_and_run_as_an_unprivileged_user(built: dict[str, Image]) -> None:
-    assert set(built) == {"go", "js"}
+    assert set(built) == {"go", "js", "java"}
     for sdk, found in built.items():
         manifest, config = _manifest(found)
         assert manifest["RepoTags"] == [found.reference]
         assert found.reference.startswith(f"vso.local/consumer-{sdk}:")
         assert config["config"]["User"] == "65532:65532"
         assert len(manifest["Layers"]) == len(config["rootfs"]["diff_ids"]) == (1 if sdk == "go" else 2)
+    assert _manifest(built["java"])[1]["config"]["Entrypoint"][-1] == "Consumer"
     assert _manifest(built["go"])[1]["config"]["Entrypoint"] == ["/consumer"]
     assert _manifest(built["js"])[1]["config"]["Entrypoint"] == ["/usr/bin/node", "/app/consumer.mjs"]
     # pinned: the Go module graph by go.sum, the npm tree by its lockfile (no version range resolved at build time)
@@ -118,7 +119,7 @@ def _check(sdk: str, lines: list[dict[str, Any]], with_credentials: bool, emulat
     assert emulator["AWS_SECRET_ACCESS_KEY"] not in json.dumps(lines)
 
 
-@pytest.mark.parametrize("sdk", ["go", "js"])
+@pytest.mark.parametrize("sdk", ["go", "js", "java"])
 def test_the_image_calls_sts_with_its_sdks_default_chain(
         sdk: str, built: dict[str, Image], emulator: dict[str, str]) -> None:
     found = built[sdk]
@@ -128,7 +129,7 @@ def test_the_image_calls_sts_with_its_sdks_default_chain(
     for with_credentials, env in _environments(emulator):
         argv = ["podman", "--runtime", "runc", "run", "--rm", "--passwd=false", "--read-only", "--network=host",
                 *(arg for name in env for arg in ("--env", name)), found.reference]
-        _check(sdk, _run(argv, env, seconds=5 if sdk == "js" else 3), with_credentials, emulator)
+        _check(sdk, _run(argv, env, seconds=3 if sdk == "go" else 6), with_credentials, emulator)
 
 
 def test_the_python_consumer_calls_sts_with_boto3s_default_chain(emulator: dict[str, str]) -> None:
