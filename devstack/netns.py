@@ -2,7 +2,8 @@
 
 Inside it: loopback and one bridge (``vso0``) holding ``NODE_HOST_IP``, the address where the kubelet,
 kube-proxy, and the forwarders to the host's apiserver, OpenBao and STS emulator listen. Pods hang off
-the bridge (CNI bridge plugin) with routes only to the pod range and the Service range: there is no
+the bridge (CNI bridge plugin) with routes only to the pod range and the Service range (the namespace itself has
+the same Service route, for hostNetwork pods): there is no
 default route and no interface leading out of the namespace, so a packet can reach nothing but the
 namespace's own addresses. The host reaches into it only through the forwarder's unix socket (see
 ``devstack/netns_forward.py``) or by entering it (``ip netns exec``).
@@ -24,6 +25,7 @@ NODE_HOST_IP = "10.244.0.1"
 POD_CIDR = "10.244.0.0/24"
 POD_PREFIX = 24
 BRIDGE = "vso0"
+SERVICE_CIDR = "10.96.0.0/16"  # the API server's --service-cluster-ip-range
 NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000
 
@@ -51,6 +53,10 @@ def create(name: str) -> None:
         _ip("-n", name, "link", "add", BRIDGE, "type", "bridge")
         _ip("-n", name, "addr", "add", f"{NODE_HOST_IP}/{POD_PREFIX}", "dev", BRIDGE)
         _ip("-n", name, "link", "set", BRIDGE, "up")
+        # The node's own processes (hostNetwork pods such as the Pod Identity agent) reach Services as on a
+        # real node: a route must exist before kube-proxy's output DNAT rewrites the ClusterIP (a real node has
+        # a default route; this namespace has none). It leads onto the bridge, inside the namespace.
+        _ip("-n", name, "route", "add", SERVICE_CIDR, "dev", BRIDGE)
         # Forwarding between bridge ports (Service DNAT back onto the bridge). This sysctl belongs to
         # the namespace; there is no other interface to forward to.
         subprocess.run(

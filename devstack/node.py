@@ -36,7 +36,7 @@ from devstack.layout import Layout, Ports
 from devstack.pki import NODE_NAME, Pki
 from devstack.procs import StackError
 
-SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_CIDR = netns.SERVICE_CIDR
 # The Pod Identity agent's address (EKS's, which every AWS SDK accepts over plain HTTP): the agent binds it
 # on a dummy link of its own inside the node's network namespace, so a pod's route to it ends at the node
 # (via the bridge address) and the address never exists outside the stack's namespaces.

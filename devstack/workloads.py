@@ -125,9 +125,14 @@ def release_values(node: Node, *, lease: str, extra: tuple[str, ...] = ()) -> li
 # --- pods ------------------------------------------------------------------------------------------------
 
 
+def operator_selector(release: str) -> str:
+    """The release's operator pods (not its Pod Identity agents, which share the instance label)."""
+    return f"app.kubernetes.io/instance={release},app.kubernetes.io/component!=pod-identity-agent"
+
+
 def operator_pods(core: Any, namespace: str, release: str) -> list[Any]:
     """The release's pods that are not being deleted (``core``: a ``kubernetes.client.CoreV1Api``)."""
-    pods = core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={release}").items
+    pods = core.list_namespaced_pod(namespace, label_selector=operator_selector(release)).items
     return [p for p in pods if p.metadata.deletion_timestamp is None]
 
 
@@ -140,7 +145,7 @@ def wait_release_ready(core: Any, namespace: str, release: str, replicas: int = 
     """Wait for ``replicas`` Ready pods of the release (and none of ``exclude`` left); raise with their state."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        every = core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={release}").items
+        every = core.list_namespaced_pod(namespace, label_selector=operator_selector(release)).items
         pods = [p for p in every if p.metadata.deletion_timestamp is None]
         stale = exclude and any(p.metadata.name in exclude for p in every)
         if not stale and len(pods) == replicas and all(pod_ready(p) for p in pods):

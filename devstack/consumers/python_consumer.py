@@ -28,9 +28,11 @@ def main() -> None:
         every = 10.0
     # botocore's own region variable is AWS_DEFAULT_REGION; AWS_REGION is the one the other SDKs read
     session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
-    sts = session.client("sts")
+    sts = None
     while True:
         try:
+            if sts is None:  # boto3 resolves the credential chain when it makes the client: a failure there is
+                sts = session.client("sts")  # one line too, and the next loop tries again
             arn = sts.get_caller_identity()["Arn"]
             line: dict[str, object] = {"ok": True, "arn": arn}
             creds = session.get_credentials()
