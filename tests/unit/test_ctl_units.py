@@ -129,3 +129,35 @@ def test_kubectl_plugin_has_the_verbs_for_people_and_not_run(capsys):
     with pytest.raises(SystemExit):
         plugin_parser().parse_args(["--help"])
     assert capsys.readouterr().out.startswith("usage: kubectl vaultsts")
+
+
+class OneCredential:
+    """What `status` reads through its Kube client, for one credential (no API server: pure rendering)."""
+
+    def __init__(self, body: dict[str, object], secret: dict[str, object] | None = None) -> None:
+        self.body, self.secret = body, secret
+
+    def credential(self, namespace: str, name: str) -> dict[str, object]:
+        return self.body
+
+    def secret_metadata(self, namespace: str, name: str) -> dict[str, object] | None:
+        return self.secret
+
+    def events(self, namespace: str, kind: str, name: str) -> list[dict[str, object]]:
+        return []
+
+
+def test_status_and_rotate_in_mode_pod_identity_show_the_fingerprint_and_no_missing_secret():
+    from vault_sts_operator.ctl.rotate import _key
+    from vault_sts_operator.ctl.status import gather
+
+    status = {"conditions": [{"type": "Ready", "status": "True", "reason": "Issued", "message": "m"}],
+              "delivery": {"mode": "PodIdentity", "serviceAccounts": ["billing"]},
+              "credentialFingerprint": "9c1f0d2a7b3e4f55", "expiration": "2026-12-04T13:00:00Z"}
+    body = {"metadata": {"name": "b", "namespace": "t", "uid": "u"}, "status": status,
+            "spec": {"identityRef": {"name": "ops"}, "delivery": status["delivery"]}}
+    text = render(gather(OneCredential(body), "t", "b", 5), datetime(2026, 12, 4, 12, 0, tzinfo=UTC))
+    assert "fingerprint 9c1f0d2a7b3e4f55" in text
+    assert "PodIdentity (no Secret), to the pods of ServiceAccount(s) billing" in text
+    assert "does not exist" not in text
+    assert _key(status) == "9c1f0d2a7b3e4f55" and _key({"accessKeyId": "ASIA1"}) == "ASIA1"

@@ -34,13 +34,19 @@ def _ready(body: dict[str, Any]) -> dict[str, Any]:
     return next((cond for cond in conditions if cond.get("type") == "Ready"), {})
 
 
+def _key(status: dict[str, Any]) -> str | None:
+    """What changes at each issue: the access key id, or in mode PodIdentity (no key id in the status) the
+    credential's fingerprint."""
+    return status.get("accessKeyId") or status.get("credentialFingerprint")
+
+
 def run(args: argparse.Namespace, *, poll: float = 0.5) -> int:
     from vault_sts_operator.ctl.kube import Kube, current_namespace
 
     args.namespace = args.namespace or current_namespace()
     kube = Kube()
     before = kube.credential(args.namespace, args.name)
-    old_key = (before.get("status") or {}).get("accessKeyId")
+    old_key = _key(before.get("status") or {})
     old_transition = _ready(before).get("lastTransitionTime")
     request = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     kube.annotate_credential(args.namespace, args.name, {c.ROTATE_ANNOTATION: request})
@@ -51,10 +57,12 @@ def run(args: argparse.Namespace, *, poll: float = 0.5) -> int:
     while time.monotonic() < deadline:
         body = kube.credential(args.namespace, args.name)
         status, ready = body.get("status") or {}, _ready(body)
-        key = status.get("accessKeyId")
+        key = _key(status)
         if ready.get("status") == "True" and key and key != old_key:
+            where = f"Secret {status.get('secretName')}" if status.get("secretName") else \
+                f"served to ServiceAccount(s) {', '.join((status.get('delivery') or {}).get('serviceAccounts') or [])}"
             print(f"{args.namespace}/{args.name}: rotated: {old_key or '-'} -> {key}, "
-                  f"expires {status.get('expiration')}, Secret {status.get('secretName')}")
+                  f"expires {status.get('expiration')}, {where}")
             return OK
         if ready.get("status") == "False" and ready.get("lastTransitionTime") != old_transition:
             raise CtlError(f"{args.namespace}/{args.name}: rotation failed: {ready.get('reason')}: "

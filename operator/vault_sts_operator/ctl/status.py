@@ -81,7 +81,11 @@ def gather(kube: Any, namespace: str, name: str, events: int) -> dict[str, Any]:
         "ready": ready, "conditions": status.get("conditions") or [],
         "observedGeneration": status.get("observedGeneration"),
         "generation": (body.get("metadata") or {}).get("generation"),
-        "accessKeyId": status.get("accessKeyId"), "assumedRoleArn": status.get("assumedRoleArn"),
+        "accessKeyId": status.get("accessKeyId") or (f"fingerprint {status['credentialFingerprint']}"
+                                                     if status.get("credentialFingerprint") else None),
+        "assumedRoleArn": status.get("assumedRoleArn"),
+        "delivery": ((spec.get("delivery") or {}).get("mode") or "Secret",
+                     list((spec.get("delivery") or {}).get("serviceAccounts") or ())),
         "issuedAt": status.get("issuedAt"), "expiration": status.get("expiration"),
         "renewalTime": status.get("renewalTime"),
         "rotationFailing": _condition(status, reasons.ROTATION_FAILING), "failing": _failing(status),
@@ -156,7 +160,12 @@ def render(info: dict[str, Any], now: datetime) -> str:
         f"  Renewal:      {_relative(_parse_time(info['renewalTime']), now)}",
     ]
     secret = info["secret"]
-    if secret["exists"]:
+    mode, accounts = info.get("delivery") or ("Secret", [])
+    if mode == "PodIdentity":
+        lines.append(f"  Delivery:     PodIdentity (no Secret), to the pods of ServiceAccount(s) {', '.join(accounts)}")
+        if secret["exists"] and secret["ownedByCredential"]:
+            lines.append(f"  Secret:       {secret['name']} (left from mode Secret; deleted at the next issue)")
+    elif secret["exists"]:
         owner = "" if secret["ownedByCredential"] else "  (NOT owned by this credential)"
         lines.append(f"  Secret:       {secret['name']}: {', '.join(secret['keys'])}{owner}")
     else:
