@@ -50,3 +50,11 @@ def test_blocking_calls_wait_for_the_rate() -> None:
 
     assert asyncio.run(scenario()) == [0, 1, 2, 3]
     assert sorted(slept) == [0.5, 1.0]  # two at once, then one per half second
+
+
+def test_allow_takes_a_start_only_when_one_is_free() -> None:
+    rate = Rate(10.0, 3)
+    assert [rate.allow(100.0) for _ in range(5)] == [True, True, True, False, False]
+    assert not rate.allow(100.05)  # refused calls took nothing, but the burst is spent until 0.1 s later
+    assert rate.allow(100.1) and not rate.allow(100.1)
+    assert all(rate.allow(200.0) for _ in range(3))  # idle long enough: the whole burst again

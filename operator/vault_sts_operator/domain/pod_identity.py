@@ -35,6 +35,7 @@ NOT_BOUND = "NotBound"
 NOT_ALLOWED = "NotAllowed"
 NOT_READY = "NotReady"
 NOT_LEADER = "NotLeader"
+THROTTLED = "Throttled"
 BAD_REQUEST = "BadRequest"
 GRANTED = "Granted"
 

@@ -17,6 +17,15 @@ class Rate:
         self._tolerance = (burst - 1) * self._interval
         self._tat: float | None = None  # theoretical arrival time of the next call
 
+    def allow(self, now: float) -> bool:
+        """Take a start at `now` if one is free (a refused call takes nothing: a flood that stops leaves the
+        rate as it was)."""
+        tat = now if self._tat is None else max(self._tat, now)
+        if tat - self._tolerance > now:
+            return False
+        self._tat = tat + self._interval
+        return True
+
     def reserve(self, now: float) -> float:
         """Reserve a start for a call asked for at `now`; returns how long to wait before starting it."""
         tat = now if self._tat is None else max(self._tat, now)

@@ -37,6 +37,7 @@ from vault_sts_operator.domain import pod_identity as pi
 from vault_sts_operator.domain import reasons
 from vault_sts_operator.domain.delivery import container_credentials, fingerprint
 from vault_sts_operator.domain.errors import IssuingError
+from vault_sts_operator.domain.rate import Rate
 from vault_sts_operator.services.credential_store import PodIdentityStore, Stored
 from vault_sts_operator.services.metrics_server import CertificateFiles, bearer_token
 
@@ -48,6 +49,8 @@ REVIEW_TTL = 60.0
 REVIEW_CACHE_ENTRIES = 10_000
 # A pod token's review is trusted for the agent's own cache this long; the agent asks again after it.
 REVALIDATE_AFTER_SECONDS = 300
+# Requests per node: one node's agent (a burst of pods starting, or a compromised node) cannot starve the others.
+NODE_RATE, NODE_BURST = 50.0, 100
 # Credentials with less than this left are not handed out: an SDK would refresh on every call (the operator
 # renews at least 20 minutes before expiry, so this only happens when a rotation fails for long).
 MIN_TTL_SECONDS = 15
@@ -137,6 +140,7 @@ class PodIdentityServer:
         self._wait = wait_seconds
         self._runner: web.AppRunner | None = None
         self._granted: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self._node_rates: dict[str, Rate] = {}  # keyed by authenticated node names only: bounded by the cluster
         self.bound_port = 0
 
     async def run(self) -> None:
@@ -199,6 +203,10 @@ class PodIdentityServer:
             node = pi.agent_node(agent_review, audience=self._agent_audience, agent=self._agent_account)
             if isinstance(node, pi.Refusal):
                 raise _Answer(node.status, node.code, node.message)
+            rate = self._node_rates.setdefault(node, Rate(NODE_RATE, NODE_BURST))
+            if not rate.allow(time.monotonic()):
+                raise _Answer(429, pi.THROTTLED, f"more than {NODE_RATE:.0f} requests per second from node {node}; "
+                                                 "retry", retry_after=1)
             pod_review = await self._reviews.review(pod_token, self._audience, kind="pod")
         except IssuingError as exc:  # the API server could not review (never the token in the message)
             log.warning("pod identity: a token review failed: %s", exc.message)
