@@ -6,6 +6,8 @@ and the operator image, run as a kubelet runs it, starts (no passwd entry for it
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import http.server
 import json
 import socket
 import subprocess
@@ -419,16 +421,8 @@ def test_each_consumer_image_runs_on_the_node_with_its_sdks_default_chain(stack:
     an ok:false line and goes on."""
     images = consumers.build_all(stack)
     assert set(images) == set(consumers.SDKS)
-    emulator = stack.emulator()
-    user = f"consumer-{ns}"
-    account = "123456789012"
-    emulator.create_user(user, account=account)
-    key = emulator.create_access_key(user)
-    role = f"arn:aws:iam::{account}:role/{user}"
-    emulator.create_role(role, [f"arn:aws:iam::{account}:user/{user}"])
-    sts = boto3.client("sts", endpoint_url=stack.sts_endpoint, region_name=consumers.DEFAULT_REGION,
-                       aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
-    issued = sts.assume_role(RoleArn=role, RoleSessionName="consumer", DurationSeconds=900)["Credentials"]
+    issued = _emulator_credentials(stack, ns)
+    user, account = f"consumer-{ns}", "123456789012"
     kubectl(stack, "-n", ns, "create", "secret", "generic", "aws",
             f"--from-literal=AWS_ACCESS_KEY_ID={issued['AccessKeyId']}",
             f"--from-literal=AWS_SECRET_ACCESS_KEY={issued['SecretAccessKey']}",
@@ -442,16 +436,97 @@ def test_each_consumer_image_runs_on_the_node_with_its_sdks_default_chain(stack:
             _apply(stack, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
                            "spec": {"containers": [container], "terminationGracePeriodSeconds": 2}})
 
-    def lines(name: str) -> list[dict[str, Any]]:
-        out = kubectl(stack, "-n", ns, "logs", name, check=False).stdout
-        return [json.loads(raw) for raw in out.splitlines() if raw.startswith("{")]
-
     for sdk in images:
-        good = wait_for(f"the {sdk} consumer's first line", lambda s=sdk: lines(f"{s}-creds"), timeout=120)
+        good = wait_for(f"the {sdk} consumer's first line", lambda s=sdk: _json_lines(stack, ns, f"{s}-creds"),
+                        timeout=120)
         assert good[0] == {"sdk": sdk, "ok": True, "arn": f"arn:aws:sts::{account}:assumed-role/{user}/consumer",
                            "access_key_id": issued["AccessKeyId"], "t": good[0]["t"]}, good[0]
         assert abs(good[0]["t"] - time.time()) < 120
-        bad = wait_for(f"the {sdk} consumer's line without credentials", lambda s=sdk: lines(f"{s}-none"),
-                       timeout=120)
+        bad = wait_for(f"the {sdk} consumer's line without credentials",
+                       lambda s=sdk: _json_lines(stack, ns, f"{s}-none"), timeout=120)
         assert bad[0]["sdk"] == sdk and bad[0]["ok"] is False and bad[0]["error"], bad[0]
         assert issued["SecretAccessKey"] not in json.dumps(good + bad)
+
+
+def test_each_consumer_takes_container_credentials_from_the_agent_address(stack: StackEnv, ns: str) -> None:
+    """The whole pod side of Pod Identity with a stand-in agent: each SDK's default chain reads
+    AWS_CONTAINER_CREDENTIALS_FULL_URI (169.254.170.23, a port of the test's own so a real agent on :80 is left
+    alone) with its projected token from AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, over the pods' route to the node,
+    and calls STS with what it got; the token it presents names the pod's node."""
+    images = consumers.build_all(stack)
+    issued = _emulator_credentials(stack, ns)
+    expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
+    expiration = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+    answer = json.dumps({"AccessKeyId": issued["AccessKeyId"], "SecretAccessKey": issued["SecretAccessKey"],
+                         "Token": issued["SessionToken"], "Expiration": expiration, "AccountId": "123456789012"})
+    tokens: list[str] = []
+
+    class Agent(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            tokens.append(self.headers.get("Authorization", ""))
+            body = answer.encode() if self.path == "/v1/credentials" else b"{}"
+            self.send_response(200 if self.path == "/v1/credentials" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    name = stack.extra["VSO_NODE_NETNS"]
+    kubectl(stack, "-n", ns, "create", "serviceaccount", "app")
+    with _pod_identity_address(name):
+        with netns.entered(name):
+            server = http.server.ThreadingHTTPServer((POD_IDENTITY_IP, 0), Agent)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI":
+                   f"http://{POD_IDENTITY_IP}:{server.server_address[1]}/v1/credentials",
+                   "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "/var/run/secrets/vaultsts.io/token"}
+            for sdk, image in images.items():
+                container = consumers.container(sdk, image, sts_endpoint=stack.extra["VSO_NODE_STS_ENDPOINT"],
+                                                interval=1, env=env)
+                container["volumeMounts"] = [{"name": "token", "mountPath": "/var/run/secrets/vaultsts.io"}]
+                _apply(stack, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": sdk, "namespace": ns},
+                               "spec": {"serviceAccountName": "app", "containers": [container],
+                                        "terminationGracePeriodSeconds": 2,
+                                        "volumes": [{"name": "token", "projected": {"sources": [
+                                            {"serviceAccountToken": {"audience": "vaultsts.io/pod-identity",
+                                                                     "expirationSeconds": 600, "path": "token"}}]}}]}})
+            for sdk in images:
+                first = wait_for(f"the {sdk} consumer's first line", lambda s=sdk: _json_lines(stack, ns, s),
+                                 timeout=120)[0]
+                assert first["ok"] is True, first
+                assert first["access_key_id"] == issued["AccessKeyId"], first
+                # each SDK's own format; Go's cache reports the expiry less its 5-minute refresh window
+                seen = dt.datetime.fromisoformat(first["expiration"])
+                assert dt.timedelta(0) <= expires - seen <= dt.timedelta(minutes=5, seconds=1), first
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert tokens and all(t.count(".") == 2 for t in tokens), "every request carried a JWT"
+    review = _token_review(stack, tokens[0], "vaultsts.io/pod-identity")
+    assert review["authenticated"], review.get("error")
+    assert review["user"]["extra"]["authentication.kubernetes.io/node-name"] == [stack.extra["VSO_NODE_NAME"]]
+
+
+def _json_lines(stack: StackEnv, ns: str, pod: str) -> list[dict[str, Any]]:
+    out = kubectl(stack, "-n", ns, "logs", pod, check=False).stdout
+    return [json.loads(raw) for raw in out.splitlines() if raw.startswith("{")]
+
+
+def _emulator_credentials(stack: StackEnv, ns: str) -> dict[str, Any]:
+    """AssumeRole credentials the stack's emulator issued for a user and role of this test's own."""
+    emulator = stack.emulator()
+    user, account = f"consumer-{ns}", "123456789012"
+    emulator.create_user(user, account=account)
+    key = emulator.create_access_key(user)
+    role = f"arn:aws:iam::{account}:role/{user}"
+    emulator.create_role(role, [f"arn:aws:iam::{account}:user/{user}"])
+    sts = boto3.client("sts", endpoint_url=stack.sts_endpoint, region_name=consumers.DEFAULT_REGION,
+                       aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+    credentials: dict[str, Any] = sts.assume_role(RoleArn=role, RoleSessionName="consumer",
+                                                  DurationSeconds=900)["Credentials"]
+    return credentials

@@ -48,7 +48,7 @@ func main() {
 			// the SDK's credential cache answers this without a fetch while the credentials are fresh
 			if creds, err := cfg.Credentials.Retrieve(call); err == nil {
 				line["access_key_id"] = creds.AccessKeyID
-				if creds.CanExpire {
+				if creds.CanExpire { // the cache's: the credentials' Expiration less its 5-minute ExpiryWindow
 					line["expiration"] = creds.Expires.UTC().Format(time.RFC3339)
 				}
 			}
