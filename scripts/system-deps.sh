@@ -5,7 +5,7 @@
 #
 # Usage: scripts/system-deps.sh demo|test
 #   demo: the local stack with its node and the operator image (Go, the node's runtime, podman, mmdebstrap)
-#   test: the same (the suite runs the same stack)
+#   test: the same (the suite runs the same stack), plus npm, Maven and a JDK for the SDK consumer images
 set -euo pipefail
 
 purpose=${1:-test}
@@ -21,6 +21,11 @@ declare -A packages=(
   [ip]=iproute2 [nft]=nftables [conntrack]=conntrack [unshare]=util-linux
   [mmdebstrap]=mmdebstrap [podman]=podman
 )
+if [[ $purpose == test ]]; then
+  # The Pod Identity tests' consumer images (devstack/consumers): the JavaScript SDK's packages come from npm,
+  # the Java SDK's from Maven Central, compiled with a JDK (the images themselves hold Debian's runtimes).
+  packages+=([npm]=npm [mvn]=maven [javac]=openjdk-17-jdk-headless)
+fi
 
 has() {
   case $1 in

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "system-deps.sh"
 COMMANDS = ("make", "python3", "gcc", "git", "openssl", "containerd", "runc", "ip", "nft", "conntrack", "unshare",
-            "mmdebstrap", "podman", "go", "kubectl")
+            "mmdebstrap", "podman", "go", "kubectl", "npm", "mvn", "javac")
 
 
 def _path_without(tmp_path: Path, *dropped: str) -> str:
@@ -55,6 +55,14 @@ def test_a_missing_package_stops_with_the_exact_command(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"make test needs system packages that are missing: {package}" in result.stderr
     assert f"apt-get update && apt-get install -y {package}" in result.stderr
+
+
+def test_only_the_test_suite_needs_the_consumer_images_toolchains(tmp_path: Path) -> None:
+    path = _path_without(tmp_path, "npm", "mvn", "javac")
+    assert _run(path, "demo").returncode == 0
+    result = _run(path, "test")
+    assert result.returncode == 1
+    assert "apt-get update && apt-get install -y maven npm openjdk-17-jdk-headless" in result.stderr
 
 
 def test_go_and_kubectl_are_named_with_where_to_get_them(tmp_path: Path) -> None:
