@@ -1,5 +1,6 @@
-"""The agent's cheap checks before any upstream call (agent/precheck.py, agent/ratelimit.py): the unverified JWT
-shape, expiry and audience; the Host header against the listen addresses; the request rate; listen addresses."""
+"""The agent's cheap checks before any upstream call (agent/precheck.py; its rate is domain/rate.py's `allow`): the
+unverified JWT shape, expiry and audience; the Host header against the listen addresses; the request rate; listen
+addresses."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from vault_sts_operator.agent.precheck import (
     host_of,
     token_digest,
 )
-from vault_sts_operator.agent.ratelimit import RequestRate
 from vault_sts_operator.agent.server import Address
+from vault_sts_operator.domain.rate import Rate as RequestRate
 
 AUD = "vaultsts.io/pod-identity"
 NOW = 1_800_000_000.0

@@ -22,8 +22,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from vault_sts_operator.agent.cache import Cache, Credentials, Hit, Miss, Refusal
 from vault_sts_operator.agent.precheck import PodToken, TokenRefused, canonical_host, check_token, host_allowed
-from vault_sts_operator.agent.ratelimit import RequestRate
 from vault_sts_operator.agent.upstream import CONNECTIONS, Granted, Outcome, Unavailable
+from vault_sts_operator.domain.rate import Rate
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Agent:
         self._upstream = upstream
         self._clock = clock
         self._hosts = frozenset(canonical_host(address.host) for address in settings.listen)
-        self._rate = RequestRate(settings.rate, settings.burst)
+        self._rate = Rate(settings.rate, settings.burst)  # allow(): refused requests take no slot
         self._fetches: dict[str, asyncio.Task[Outcome]] = {}  # by token digest: one fetch per token
         self._refreshes: set[asyncio.Task[None]] = set()
         self._calls = asyncio.Semaphore(CONNECTIONS)  # calls to the operator at once
