@@ -500,6 +500,16 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     return statistics.quantiles(sorted_values, n=100, method="inclusive")[int(pct) - 1]
 
 
+def credential_spec(name: str, mfa: str) -> dict[str, Any]:
+    """A benchmark credential: its Secret, or with --delivery PodIdentity none (held in the operator's memory)."""
+    spec: dict[str, Any] = {"target": {"secretName": f"{name}-aws"}}
+    if RUN["delivery"] == "PodIdentity" and mfa == "session":
+        spec = {"delivery": {"mode": "PodIdentity", "serviceAccounts": [name]}}
+    if mfa != "session":
+        spec["mfa"] = mfa
+    return spec
+
+
 def apply_and_wait(cluster: Cluster, namespace: str, identity: SeededIdentity, count: int, *, prefix: str,
                    mfa: str = "session", threads: int = 16, timeout: float = 600.0) -> Batch:
     """Create `count` CRs at once (a pool of `threads`), then wait until every one is Ready."""
@@ -516,9 +526,7 @@ def apply_and_wait(cluster: Cluster, namespace: str, identity: SeededIdentity, c
         if not hasattr(local, "custom"):
             local.api = cluster.stack.api_client()
             local.custom = client.CustomObjectsApi(local.api)
-        spec: dict[str, Any] = {"target": {"secretName": f"{name}-aws"}}
-        if mfa != "session":
-            spec["mfa"] = mfa
+        spec = credential_spec(name, mfa)
         manifest = assumed_role_credential(namespace, name, identity.name, role, **spec)
         local.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, ARC, manifest,
                                                      _preload_content=False)
@@ -868,6 +876,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--operator-arg", action="append", default=[], help="extra operator argument")
     parser.add_argument("--operator-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the operator (e.g. MALLOC_ARENA_MAX=2)")
+    parser.add_argument("--delivery", choices=("Secret", "PodIdentity"), default="Secret",
+                        help="the credentials' spec.delivery.mode (PodIdentity: the operator runs with --pod-identity "
+                             "and holds every credential in memory; the mfa: direct baseline stays in mode Secret)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (last line)")
     parser.add_argument("--plot", type=Path, help="write a PNG of time-to-all-Ready against N")
     parser.add_argument("--sizes", default="10,100,1000", help="N values for --plot (comma-separated)")
@@ -889,8 +900,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+RUN = {"delivery": "Secret"}  # --delivery, for credential_spec
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    RUN["delivery"] = args.delivery
     stack, started_stack = ensure_stack()
     try:
         return run(args, stack)
@@ -908,6 +923,11 @@ def operator_running(args: argparse.Namespace, stack: StackEnv) -> Iterator[Oper
 
     kubeconfig = None
     extra = ["--sts-concurrency", str(args.sts_concurrency), *args.operator_arg]
+    if args.delivery == "PodIdentity":
+        from devstack.operator_run import free_port
+
+        extra += ["--pod-identity", "--pod-identity-port", str(free_port()),
+                  "--pod-identity-agent-service-account", "pod-identity-agent"]
     if not args.admin:
         kubeconfig = kubeconfig_for_service_account(stack, OPERATOR_NAMESPACE, OPERATOR_SA,
                                                     stack.stack_dir / "bench-operator-sa.kubeconfig")
