@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from devstack.manifests import assumed_role_credential, mfa_identity
 from devstack.operator_run import OPERATOR_NAMESPACE, OperatorProcess
 from devstack.seed import RoleSpec, seed_identity
@@ -17,6 +19,7 @@ from tests.e2e.pod_identity_helpers import AGENT_AUDIENCE, POD_AUDIENCE, Agent
 LEEWAY = 60  # go-jose's DefaultLeeway, which the API server's validation allows past exp
 
 
+@pytest.mark.timeout(900)  # run alone, it waits out the token's 600 s and the API server's 60 s of leeway
 def test_an_expired_pod_token_is_refused_and_a_fresh_one_of_the_same_pod_is_served(
         stack: Any, kube: Kube, operator: OperatorProcess, early_pod_token: EarlyPodToken, emulator_admin: Any,
         unique: str) -> None:
