@@ -53,7 +53,7 @@ def lines(kube: Kube, namespace: str, pod: str) -> list[dict[str, Any]]:
     except Exception:  # not started yet
         return []
     out = []
-    for raw in text.splitlines():
+    for raw in (text or "").splitlines():  # None: the container started but printed nothing yet
         try:
             out.append(json.loads(raw))
         except ValueError:
