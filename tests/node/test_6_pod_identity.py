@@ -155,14 +155,15 @@ def test_the_agent_killed_and_the_leader_killed_cost_no_failed_call_and_no_code(
     spent = codes(stack, steady.mfa_serial)
     since = time.time()
     agents = kube.core.list_namespaced_pod(RELEASE, label_selector="app.kubernetes.io/component=pod-identity-agent")
-    old = agents.items[0].metadata.name
+    old = next(p.metadata.name for p in agents.items if p.metadata.deletion_timestamp is None)
     kube.core.delete_namespaced_pod(old, RELEASE, grace_period_seconds=0)
 
     def agent_back() -> bool:
         pods = kube.core.list_namespaced_pod(RELEASE, label_selector="app.kubernetes.io/component="
                                                                      "pod-identity-agent").items
-        return any(p.metadata.name != old and any(c.type == "Ready" and c.status == "True"
-                                                  for c in p.status.conditions or ()) for p in pods)
+        return any(p.metadata.name != old and p.metadata.deletion_timestamp is None
+                   and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())
+                   for p in pods)
     wait_for("a new agent Ready", agent_back, timeout=120)
     figures.record("pod_identity_agent_replaced_s", round(time.time() - since, 1))
     operators = {p.metadata.name for p in operator_pods(kube.core, RELEASE, RELEASE)}
