@@ -17,8 +17,12 @@ Nothing here sees a token: the reviews carry only what the API server says about
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # The extras a TokenReview returns for a pod-bound token (k8s.io/apiserver pkg/authentication/serviceaccount).
 POD_NAME = "authentication.kubernetes.io/pod-name"
@@ -68,6 +72,21 @@ class PodSubject:
     pod_name: str
     pod_uid: str
     node: str
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, read WITHOUT checking its signature: for a cheap pre-check (the agent) or for bounding
+    a cache by a token the API server has verified (the operator). ValueError says what is wrong."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("is not a JWT")
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError("payload is not JSON") from None
+    if not isinstance(claims, dict):
+        raise ValueError("payload is not a JSON object")
+    return claims
 
 
 def service_account_of(username: str) -> tuple[str, str] | None:

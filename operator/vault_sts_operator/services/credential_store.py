@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from vault_sts_operator.domain.credentials import TemporaryCredentials
@@ -145,6 +144,3 @@ class PodIdentityStore:
 
     def __len__(self) -> int:
         return len(self._creds)
-
-    def expiring(self, now: datetime) -> list[Key]:  # for tests and the debug log
-        return [k for k, s in self._creds.items() if s.creds.expiration <= now]

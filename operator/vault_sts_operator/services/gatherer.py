@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from vault_sts_operator.api import constants as c
+from vault_sts_operator.api.conditions import find_condition
 from vault_sts_operator.api.specs import CredentialSpec, IdentitySpec, parse_credential
 from vault_sts_operator.clients.kube import KubeGateway
 from vault_sts_operator.domain import reasons
@@ -193,7 +194,7 @@ def status_record(body: Mapping[str, Any], spec_hash: str) -> IssuedRecord | Non
     at the current generation, in this mode), or None. The key id is not in the status (only its fingerprint)."""
     status = body.get("status") or {}
     generation = (body.get("metadata") or {}).get("generation")
-    ready = next((c for c in status.get("conditions") or () if c.get("type") == reasons.READY), None)
+    ready = find_condition(status.get("conditions"), reasons.READY)
     if ready is None or ready.get("status") != "True" or status.get("observedGeneration") != generation \
             or (status.get("delivery") or {}).get("mode") != "PodIdentity":
         return None

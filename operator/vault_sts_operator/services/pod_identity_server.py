@@ -17,11 +17,8 @@ minutes per pod costs at most one review per token per minute. Tokens are never 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
 import hashlib
-import json
 import logging
 import ssl
 import time
@@ -57,21 +54,19 @@ MIN_TTL_SECONDS = 15
 
 
 class Reviewer(Protocol):
+    """What the reviews need of clients.kube.KubeGateway (metrics_server.Reviewer also asks for may_access)."""
+
     async def review_token(self, token: str, audiences: Sequence[str] = ()) -> ReviewedUser | None: ...
 
 
 def _unverified_exp(token: str) -> float | None:
     """The `exp` claim of a JWT, read without checking the signature: used only to stop caching a review (that
     the API server made) past the token's own expiry."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        exp = payload.get("exp") if isinstance(payload, dict) else None
-        return float(exp) if isinstance(exp, int | float) else None
-    except (ValueError, binascii.Error):
+        exp = pi.unverified_claims(token).get("exp")
+    except ValueError:
         return None
+    return float(exp) if isinstance(exp, int | float) else None
 
 
 class TokenReviews:
