@@ -13,11 +13,12 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from devstack.operator_run import OperatorProcess
+from devstack.operator_run import OPERATOR_NAMESPACE, OperatorProcess
 from tests.e2e.helpers import Kube, wait_for
 
 POD_AUDIENCE = "vaultsts.io/pod-identity"
 AGENT_AUDIENCE = "vaultsts.io/pod-identity-agent"
+AGENT_ACCOUNT = "pod-identity-agent"  # the end-to-end operator's --pod-identity-agent-service-account
 
 
 class Agent:
@@ -96,6 +97,11 @@ class Cluster:
         answer = self.kube.core.create_namespaced_service_account_token(
             service_account, namespace, client.AuthenticationV1TokenRequest(spec=spec))
         return str(answer.status.token)
+
+    def agent(self, name: str, node: str) -> tuple[client.V1Pod, str]:
+        """An agent pod on `node` (the agent ServiceAccount in the operator's namespace) and its own token."""
+        pod = self.pod(OPERATOR_NAMESPACE, name, AGENT_ACCOUNT, node)
+        return pod, self.token(OPERATOR_NAMESPACE, AGENT_ACCOUNT, AGENT_AUDIENCE, pod)
 
     def cleanup(self) -> None:
         for namespace, name in self.pods:

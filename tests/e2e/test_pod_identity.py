@@ -64,8 +64,7 @@ def test_pods_of_the_bound_service_account_get_the_credentials_and_nothing_reach
         stack: Any, kube: Kube, cluster: Cluster, agent: Agent, team: str, identity: SeededIdentity,
         emulator_admin: Any, issued: Any, unique: str) -> None:
     node_a = cluster.node(f"pi-a-{unique}")
-    agent_pod = cluster.pod(OPERATOR_NAMESPACE, f"agent-{unique}", "pod-identity-agent", node_a)
-    agent_token = cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent", AGENT_AUDIENCE, agent_pod)
+    _agent_pod, agent_token = cluster.agent(f"agent-{unique}", node_a)
     app = cluster.pod(team, "app", "billing", node_a)
     kube.create_credential(pod_identity_credential(team, "billing", identity, ["billing"]))
     body = kube.wait_ready(team, "billing")
@@ -102,8 +101,7 @@ def test_every_refusal_has_its_code_and_spends_nothing(
         kube: Kube, cluster: Cluster, agent: Agent, team: str, identity: SeededIdentity, emulator_admin: Any,
         unique: str) -> None:
     node_a, node_b = cluster.node(f"pi-ra-{unique}"), cluster.node(f"pi-rb-{unique}")
-    agent_pod = cluster.pod(OPERATOR_NAMESPACE, f"agent-r-{unique}", "pod-identity-agent", node_a)
-    agent_token = cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent", AGENT_AUDIENCE, agent_pod)
+    agent_pod, agent_token = cluster.agent(f"agent-r-{unique}", node_a)
     other_ns = kube.namespace(f"{team}-b")
     kube.create_credential(pod_identity_credential(team, "billing", identity, ["billing"]))
     kube.wait_ready(team, "billing")
@@ -154,8 +152,7 @@ def test_the_identity_decides_whether_its_tenants_may_use_the_mode(
     manifest["spec"].setdefault("limits", {})["deliveryModes"] = ["Secret"]
     kube.apply_identity(manifest)
     node = cluster.node(f"pi-s-{unique}")
-    agent_pod = cluster.pod(OPERATOR_NAMESPACE, f"agent-s-{unique}", "pod-identity-agent", node)
-    agent_token = cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent", AGENT_AUDIENCE, agent_pod)
+    _agent_pod, agent_token = cluster.agent(f"agent-s-{unique}", node)
     kube.create_credential(pod_identity_credential(team, "billing", seeded, ["billing"]))
     failing = kube.wait_reason(team, "billing", "NotAllowed", ready=False)
     assert "PodIdentity is not allowed" in failing["message"]
@@ -198,8 +195,7 @@ def test_a_restarted_operator_issues_only_when_asked_and_a_rotation_reaches_the_
         kube: Kube, cluster: Cluster, agent: Agent, operator: OperatorProcess, team: str, identity: SeededIdentity,
         emulator_admin: Any, issued: Any, unique: str) -> None:
     node = cluster.node(f"pi-r-{unique}")
-    agent_pod = cluster.pod(OPERATOR_NAMESPACE, f"agent-rs-{unique}", "pod-identity-agent", node)
-    agent_token = cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent", AGENT_AUDIENCE, agent_pod)
+    _agent_pod, agent_token = cluster.agent(f"agent-rs-{unique}", node)
     app = cluster.pod(team, "app", "billing", node)
     pod_token = cluster.token(team, "billing", POD_AUDIENCE, app)
     kube.create_credential(pod_identity_credential(team, "billing", identity, ["billing"]))

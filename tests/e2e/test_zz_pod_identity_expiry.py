@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from devstack.manifests import assumed_role_credential, mfa_identity
-from devstack.operator_run import OPERATOR_NAMESPACE, OperatorProcess
+from devstack.operator_run import OperatorProcess
 from devstack.seed import RoleSpec, seed_identity
 from tests.e2e.conftest import EarlyPodToken
 from tests.e2e.helpers import Kube
-from tests.e2e.pod_identity_helpers import AGENT_AUDIENCE, POD_AUDIENCE, Agent
+from tests.e2e.pod_identity_helpers import POD_AUDIENCE, Agent
 
 LEEWAY = 60  # go-jose's DefaultLeeway, which the API server's validation allows past exp
 
@@ -30,8 +30,7 @@ def test_an_expired_pod_token_is_refused_and_a_fresh_one_of_the_same_pod_is_serv
                                                    delivery={"mode": "PodIdentity", "serviceAccounts": ["billing"]}))
     kube.wait_ready(early.namespace, "billing")
     cluster = early.cluster
-    agent_pod = cluster.pod(OPERATOR_NAMESPACE, f"agent-x-{unique}", "pod-identity-agent", early.pod.spec.node_name)
-    agent_token = cluster.token(OPERATOR_NAMESPACE, "pod-identity-agent", AGENT_AUDIENCE, agent_pod)
+    _agent_pod, agent_token = cluster.agent(f"agent-x-{unique}", early.pod.spec.node_name)
     agent = Agent(operator)
     fresh = cluster.token(early.namespace, "billing", POD_AUDIENCE, early.pod)
     assert agent.granted(agent_token, fresh)["credential"] == f"{early.namespace}/billing"
