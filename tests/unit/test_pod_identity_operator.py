@@ -185,3 +185,25 @@ def test_pod_identity_renews_twenty_minutes_before_expiry_yet_keeps_a_third_of_s
     assert 1200 <= before(3600, floor) <= 1440
     assert 1440 <= before(4320, floor) <= 1728  # a third is longer than 20 min: a third
     assert 200 <= before(300, floor) <= 210  # a session capped at 5 min: renewed after 100 s, not at once
+
+
+def test_a_status_written_from_a_status_record_keeps_its_fingerprint() -> None:
+    """After a restart the record comes from the status, which has no key id: a status write must not erase the
+    fingerprint (a merge patch leaves a key it does not name)."""
+    from vault_sts_operator.api.specs import parse_credential
+    from vault_sts_operator.services.reconciler import CredentialReconciler
+
+    spec = parse_credential("team", "b", {"identityRef": {"name": "ops"}, "roleArn": "arn:aws:iam::123456789012:role/r",
+                                          "delivery": {"mode": "PodIdentity", "serviceAccounts": ["b"]}})
+    held = stored().record
+    from_status = IssuedRecord(held.issued_at, held.expiration, "h", "", "", held.assumed_role_arn)
+    fields = CredentialReconciler._delivery_fields(spec, held)
+    assert fields["credentialFingerprint"] == pi_fingerprint(held.access_key_id)
+    assert fields["accessKeyId"] is None and fields["secretName"] is None  # removed: no key id in etcd
+    assert "credentialFingerprint" not in CredentialReconciler._delivery_fields(spec, from_status)
+
+
+def pi_fingerprint(access_key_id: str) -> str:
+    from vault_sts_operator.domain.delivery import fingerprint
+
+    return fingerprint(access_key_id)

@@ -277,10 +277,7 @@ class CredentialReconciler:
                 and ready.get("status") == "True" and status.get("observedGeneration") == generation
                 and status.get("renewalTime") == format_time(plan.renew_at)
                 and credential_status.is_current(status)):
-            held = f"the operator holds {fingerprint(record.access_key_id)}" if pod_identity and record.access_key_id \
-                else f"credentials for ServiceAccount(s) {', '.join(spec.delivery.service_accounts)}" \
-                if pod_identity else f"Secret {spec.target.secret_name} holds {record.access_key_id}"
-            message = f"{held} for {spec.role_arn}; expires {format_time(record.expiration)}"
+            message = f"{_holder(spec, record)} for {spec.role_arn}; expires {format_time(record.expiration)}"
             written = await self._patch_status(body, spec, record, status, ready_message=message)
         if plan.deferred_until is not None:
             await self._report_deferred(body, plan.deferred_until)
@@ -301,10 +298,13 @@ class CredentialReconciler:
         if spec.delivery.writes_secret:
             return {"secretName": spec.target.secret_name, "accessKeyId": record.access_key_id,
                     "delivery": None, "credentialFingerprint": None, "rotateRequest": None}
-        return {"secretName": None, "accessKeyId": None,
-                "delivery": {"mode": POD_IDENTITY, "serviceAccounts": list(spec.delivery.service_accounts)},
-                "credentialFingerprint": fingerprint(record.access_key_id) if record.access_key_id else None,
-                "rotateRequest": record.rotate_request or None}
+        fields: dict[str, Any] = {
+            "secretName": None, "accessKeyId": None,
+            "delivery": {"mode": POD_IDENTITY, "serviceAccounts": list(spec.delivery.service_accounts)},
+            "rotateRequest": record.rotate_request or None}
+        if record.access_key_id:  # a record read back from the status has no key id: its fingerprint stays
+            fields["credentialFingerprint"] = fingerprint(record.access_key_id)
+        return fields
 
     def _renew_at(self, spec: CredentialSpec, record: IssuedRecord) -> datetime:
         return record_renewal_time(record, renew_before=spec.renew_before, jitter_key=f"{spec.namespace}/{spec.name}",
@@ -383,6 +383,15 @@ class CredentialReconciler:
         for target in spec.rollout_restart_targets:
             self._restarter.request((target.kind, spec.namespace, target.name), report, credential=spec.name)
 
+
+
+def _holder(spec: CredentialSpec, record: IssuedRecord) -> str:
+    """Where the current credentials are, for the Ready message."""
+    if spec.delivery.writes_secret:
+        return f"Secret {spec.target.secret_name} holds {record.access_key_id}"
+    if record.access_key_id:
+        return f"the operator holds {fingerprint(record.access_key_id)}"
+    return f"credentials for ServiceAccount(s) {', '.join(spec.delivery.service_accounts)}"
 
 
 def _trigger_text(trigger: Trigger) -> str:
