@@ -79,6 +79,32 @@ def test_helm_upgrade_applies_a_changed_crd_and_uninstall_keeps_it(stack, tmp_pa
         kubectl(stack, "delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
 
 
+def _nudge_crd_finalizer(stack: StackEnv, crd: str, nudged: list[str]) -> None:
+    """Work around a kube-apiserver race (1.31+, ``ResilientWatchCacheInitialization``), not a chart fault.
+
+    When a CRD's watch cache is not ready (a CRD never read yet, or, as rancher-desktop PR 208 found, a
+    sibling in the same group just deleted), the CRD finalizer's list of its instances gets 429 "storage
+    is (re)initializing" instead of waiting, and its
+    work queue backs off exponentially (5 ms doubling, up to 1,000 s), so the CRD sits ``Terminating``
+    for minutes (one CI run: over 120 s). This is what kubernetes/kubernetes PR 140485 and
+    rancher-desktop PR 208 do: list the instances until the cache answers (the list builds and warms
+    it), then touch an annotation: an update the finalizer re-queues at once instead of after its
+    back-off. docs/install.md gives users the same two steps.
+    """
+    served = kubectl(stack, "get", "crd", crd, "-o",
+                     "jsonpath={.spec.group}/{.spec.versions[?(@.storage==true)].name}/{.spec.names.plural}",
+                     check=False).stdout.strip()
+    if served.count("/") != 2:
+        return
+    # A list with no `limit`: a list with one (as `kubectl get` sends) is passed to etcd while the cache is
+    # not ready, so only this one's success shows that the finalizer's own list will succeed.
+    warmed = kubectl(stack, "get", "--raw", f"/apis/{served}", "--request-timeout=10s", check=False)
+    if warmed.returncode == 0:
+        kubectl(stack, "annotate", "crd", crd, "--overwrite", f"vaultsts.io/finalizer-nudge={len(nudged)}",
+                check=False)
+        nudged.append(crd)
+
+
 def test_crds_keep_false_removes_them_on_uninstall(stack, tmp_path, unique):
     group = f"k{unique}.vaultsts.io"
     release, namespace = f"crdk-{unique}", f"crdk-{unique}"
@@ -93,16 +119,33 @@ def test_crds_keep_false_removes_them_on_uninstall(stack, tmp_path, unique):
         # Without `--wait`: the point is that the CRDs go, which the loop below checks. (One CI run saw
         # `helm uninstall --wait` outlive its 120-s limit with no output to tell what it waited for.)
         helm(stack, "uninstall", release, "--namespace", namespace)
+        # What the chart decides: Helm deleted both CRDs instead of keeping them (a kept CRD has no
+        # deletionTimestamp). Finalizing them is then the API server's work, waited for below.
+        deleting = kubectl(stack, "get", "crd", *crds, "--ignore-not-found", "-o",
+                           "jsonpath={range .items[*]}{.metadata.name}={.metadata.deletionTimestamp}{\"\\n\"}{end}",
+                           check=False).stdout.split()
+        assert all(not line.endswith("=") for line in deleting), f"a CRD was kept on uninstall: {deleting}"
 
         def left() -> str:
             return kubectl(stack, "get", "crd", *crds, "--ignore-not-found", "-o",
                            "jsonpath={range .items[*]}{.metadata.name} {.status.conditions}{\"\\n\"}{end}",
                            check=False).stdout.strip()
 
+        nudged: list[str] = []
+
+        def gone() -> bool:
+            still = left()
+            for line in still.splitlines():
+                if "InstanceDeletionFailed" in line:
+                    _nudge_crd_finalizer(stack, line.split(" ", 1)[0], nudged)
+            return not still
+
         try:
-            wait_for("CRD removal", lambda: not left(), timeout=120)
+            # 300 s, as operator-framework's e2e allows for the same API-server back-off (its issue 1437);
+            # without it the CRDs go in about 3 s here.
+            wait_for("CRD removal", gone, timeout=300, interval=2)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; still there: {left()}") from None
+            raise AssertionError(f"{exc}; still there: {left()}; finalizer nudged: {nudged}") from None
     finally:
         kubectl(stack, "delete", "crd", f"assumedrolecredentials.{group}", f"mfaidentities.{group}",
                 "--ignore-not-found", check=False)
