@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
 
 from vault_sts_operator.clients.kube import ReviewedUser
 from vault_sts_operator.domain import pod_identity as pi
 from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.decisions import IssuedRecord
+from vault_sts_operator.services import pod_identity_server as server_module
 from vault_sts_operator.services.credential_store import PodIdentityStore, Stored
 from vault_sts_operator.services.gatherer import status_record
-from vault_sts_operator.services.pod_identity_server import TokenReviews
+from vault_sts_operator.services.pod_identity_server import PodIdentityServer, TokenReviews
 
 AUD, AGENT_AUD = "vaultsts.io/pod-identity", "vaultsts.io/pod-identity-agent"
 AGENT = ("vso", "vso-agent")
@@ -41,6 +44,89 @@ def test_the_agent_is_known_by_its_service_account_audience_and_pod() -> None:
     ):
         refused = pi.agent_node(bad, audience=AGENT_AUD, agent=AGENT)
         assert isinstance(refused, pi.Refusal) and (refused.status, refused.code) == (401, pi.AGENT_UNAUTHENTICATED)
+
+
+def claims_jwt(**claims: object) -> str:
+    part = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"e30.{part}.c2ln"
+
+
+def test_a_token_that_cannot_be_the_agents_is_refused_before_any_review() -> None:
+    now = 1_000_000.0
+    agent_sub = "system:serviceaccount:vso:vso-agent"
+    good = claims_jwt(sub=agent_sub, aud=[AGENT_AUD], exp=now + 600)
+    assert pi.agent_token_precheck(good, audience=AGENT_AUD, agent=AGENT, now=now) is None
+    assert pi.agent_token_precheck(claims_jwt(sub=agent_sub, aud=AGENT_AUD, exp=now + 1), audience=AGENT_AUD,
+                                   agent=AGENT, now=now) is None  # `aud` may be one string
+    for bad in (
+        "not-a-jwt",
+        "a.b.c",  # payload is not JSON
+        claims_jwt(sub=agent_sub, aud=[AGENT_AUD], exp=now),  # expired
+        claims_jwt(sub=agent_sub, aud=[AGENT_AUD]),  # no expiry
+        claims_jwt(sub=agent_sub, aud=[AGENT_AUD], exp=True),
+        claims_jwt(sub=agent_sub, aud=[AUD], exp=now + 600),  # a pod token
+        claims_jwt(sub="system:serviceaccount:team:billing", aud=[AGENT_AUD], exp=now + 600),  # a tenant's own
+        claims_jwt(sub=agent_sub + ":x", aud=[AGENT_AUD], exp=now + 600),
+    ):
+        refused = pi.agent_token_precheck(bad, audience=AGENT_AUD, agent=AGENT, now=now)
+        assert isinstance(refused, pi.Refusal) and (refused.status, refused.code) == (401, pi.AGENT_UNAUTHENTICATED)
+
+
+class AgentReviewer:
+    """The API server's TokenReview as the operator sees it: one genuine agent token; every other token fails."""
+
+    def __init__(self, genuine: str) -> None:
+        self.genuine, self.calls = genuine, 0
+
+    async def review_token(self, token: str, audiences: Sequence[str] = ()) -> ReviewedUser | None:
+        self.calls += 1
+        if token != self.genuine or AGENT_AUD not in audiences:
+            return None
+        return ReviewedUser(username="system:serviceaccount:vso:vso-agent", audiences=(AGENT_AUD,), extra={
+            pi.POD_UID: ("agent-pod",), pi.NODE_NAME: ("n1",), pi.POD_NAME: ("agent",)})
+
+
+def test_forged_agent_tokens_from_one_address_cost_a_bounded_number_of_reviews() -> None:
+    """The endpoint (real aiohttp on loopback, no TLS): junk costs no review; forgeries carrying the agent's claims
+    cost at most the address's burst; a genuine agent whose review is cached is still served from that address."""
+    async def scenario() -> None:
+        exp = time.time() + 600
+        genuine = claims_jwt(sub="system:serviceaccount:vso:vso-agent", aud=[AGENT_AUD], exp=exp, jti="real")
+        reviewer = AgentReviewer(genuine)
+        server = PodIdentityServer(store=PodIdentityStore(), reviewer=reviewer, leading=lambda: True, audience=AUD,
+                                   agent_audience=AGENT_AUD, agent_account=AGENT, port=0, host="127.0.0.1", tls=None)
+        await server.start()
+        url = f"http://127.0.0.1:{server.bound_port}{server_module.PATH}"
+        try:
+            async with aiohttp.ClientSession() as http:
+                async def ask(agent_token: str) -> tuple[int, str]:
+                    async with http.post(url, json={"token": "pod.token.x"},
+                                         headers={"Authorization": f"Bearer {agent_token}"}) as response:
+                        return response.status, (await response.json())["code"]
+
+                # The genuine agent first: reviewed once, then cached.
+                assert await ask(genuine) == (401, pi.POD_TOKEN_INVALID)  # its pod token is junk
+                reviews_before = reviewer.calls
+                tenant_own = claims_jwt(sub="system:serviceaccount:team:billing", aud=["https://kubernetes"], exp=exp)
+                for _ in range(50):
+                    assert await ask(tenant_own) == (401, pi.AGENT_UNAUTHENTICATED)
+                assert reviewer.calls == reviews_before  # refused unverified: no review at all
+                started = time.monotonic()
+                answers = [await ask(claims_jwt(sub="system:serviceaccount:vso:vso-agent", aud=[AGENT_AUD], exp=exp,
+                                                jti=f"forged-{i}")) for i in range(100)]
+                elapsed = time.monotonic() - started
+                forged_reviews = reviewer.calls - reviews_before
+                # The genuine agent's own first review took one of the address's burst.
+                allowed = server_module.PEER_REVIEW_BURST - 1 + server_module.PEER_REVIEW_RATE * elapsed + 1
+                assert server_module.PEER_REVIEW_BURST - 1 <= forged_reviews <= allowed, (forged_reviews, elapsed)
+                assert answers.count((429, pi.THROTTLED)) >= 100 - allowed
+                assert set(answers) == {(401, pi.AGENT_UNAUTHENTICATED), (429, pi.THROTTLED)}
+                # The address is out of reviews, yet the genuine agent's cached review still lets it through.
+                assert await ask(genuine) == (401, pi.POD_TOKEN_INVALID)
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
 
 
 def test_the_pod_token_must_be_for_the_audience_bound_to_a_pod_on_the_agents_node() -> None:

@@ -5,7 +5,8 @@ its own projected ServiceAccount token (audience `agent_audience`) and the pod's
 server reviews both; this module decides from the two reviews, in this order, each refusal with its own code:
 
 1. the agent's token authenticates, for the agent audience, as the chart's agent ServiceAccount, bound to a pod
-   (so it carries the agent's node): else 401 AgentUnauthenticated;
+   (so it carries the agent's node): else 401 AgentUnauthenticated (an unverified pre-check refuses a token that
+   cannot be the agent's before any review);
 2. the pod's token authenticates for the pod audience as a ServiceAccount: else 401 PodTokenInvalid; it is bound
    to a pod and carries that pod's node: else 403 NotPodBound (a `kubectl create token` token has no pod);
 3. the pod's node is the agent's node: else 403 NodeMismatch (an agent can obtain only the credentials of pods
@@ -97,6 +98,27 @@ def service_account_of(username: str) -> tuple[str, str] | None:
     if not sep or not namespace or not name or ":" in name:
         return None
     return namespace, name
+
+
+def agent_token_precheck(token: str, *, audience: str, agent: tuple[str, str], now: float) -> Refusal | None:
+    """Refuse, before any TokenReview, a token that cannot be the agent's: not a JWT, expired, of another audience
+    or another subject (claims read UNVERIFIED). A tenant's own token, a token sprayed at random or one of the
+    pod audience costs the API server nothing; only a forgery that copies the agent's claims reaches a review,
+    and those are paced per address (services/pod_identity_server.py). Never the verdict: agent_node is."""
+    refused = Refusal(401, AGENT_UNAUTHENTICATED,
+                      "the agent's token is not a current token of the agent's ServiceAccount for audience "
+                      f"{audience!r}")
+    try:
+        claims = unverified_claims(token)
+    except ValueError:
+        return refused
+    exp, aud = claims.get("exp"), claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or exp <= now or audience not in audiences:
+        return refused
+    if claims.get("sub") != f"{SA_PREFIX}{agent[0]}:{agent[1]}":
+        return refused
+    return None
 
 
 def agent_node(review: Review, *, audience: str, agent: tuple[str, str]) -> str | Refusal:

@@ -48,6 +48,13 @@ REVIEW_CACHE_ENTRIES = 10_000
 REVALIDATE_AFTER_SECONDS = 300
 # Requests per node: one node's agent (a burst of pods starting, or a compromised node) cannot starve the others.
 NODE_RATE, NODE_BURST = 50.0, 100
+# Agent-token reviews not answered from the cache, per client address. The port is reachable from any pod unless
+# podIdentity.networkPolicy.agentFrom narrows it, and a token forged with the agent's claims passes the pre-check:
+# without this bound every such request would be one TokenReview, the API server's work spent on the operator's
+# own flow (priority and fairness). An agent needs one uncached review a minute; a burst covers agents that
+# share an address (SNAT) restarting together.
+PEER_REVIEW_RATE, PEER_REVIEW_BURST = 2.0, 20
+PEER_ENTRIES = 4096
 # Credentials with less than this left are not handed out: an SDK would refresh on every call (the operator
 # renews at least 20 minutes before expiry, so this only happens when a rotation fails for long).
 MIN_TTL_SECONDS = 15
@@ -80,8 +87,18 @@ class TokenReviews:
         self._cache: collections.OrderedDict[str, tuple[pi.Review, float]] = collections.OrderedDict()
         self._flight: dict[str, asyncio.Future[pi.Review]] = {}
 
+    @staticmethod
+    def _key(token: str, audience: str) -> str:
+        return hashlib.sha256(f"{audience}\x00{token}".encode()).hexdigest()
+
+    def cached(self, token: str, audience: str) -> bool:
+        """Would review() answer without asking the API server (a current entry, or a review in flight)?"""
+        key = self._key(token, audience)
+        hit = self._cache.get(key)
+        return (hit is not None and hit[1] > self._clock()) or key in self._flight
+
     async def review(self, token: str, audience: str, *, kind: str) -> pi.Review:
-        key = hashlib.sha256(f"{audience}\x00{token}".encode()).hexdigest()
+        key = self._key(token, audience)
         now = self._clock()
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
@@ -136,6 +153,7 @@ class PodIdentityServer:
         self._runner: web.AppRunner | None = None
         self._granted: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._node_rates: dict[str, Rate] = {}  # keyed by authenticated node names only: bounded by the cluster
+        self._peer_rates: collections.OrderedDict[str, Rate] = collections.OrderedDict()  # LRU, PEER_ENTRIES
         self.bound_port = 0
 
     async def run(self) -> None:
@@ -193,20 +211,11 @@ class PodIdentityServer:
         if not agent_token or not isinstance(pod_token, str) or not pod_token:
             raise _Answer(400 if agent_token else 401, pi.BAD_REQUEST if agent_token else pi.AGENT_UNAUTHENTICATED,
                           "an agent's bearer token and the pod's token are both required")
+        node = await self._agent_node(agent_token, request.remote)
         try:
-            agent_review = await self._reviews.review(agent_token, self._agent_audience, kind="agent")
-            node = pi.agent_node(agent_review, audience=self._agent_audience, agent=self._agent_account)
-            if isinstance(node, pi.Refusal):
-                raise _Answer(node.status, node.code, node.message)
-            rate = self._node_rates.setdefault(node, Rate(NODE_RATE, NODE_BURST))
-            if not rate.allow(time.monotonic()):
-                raise _Answer(429, pi.THROTTLED, f"more than {NODE_RATE:.0f} requests per second from node {node}; "
-                                                 "retry", retry_after=1)
             pod_review = await self._reviews.review(pod_token, self._audience, kind="pod")
-        except IssuingError as exc:  # the API server could not review (never the token in the message)
-            log.warning("pod identity: a token review failed: %s", exc.message)
-            raise _Answer(503, pi.NOT_READY, "the operator could not review the tokens; retry", retry_after=1) \
-                from None
+        except IssuingError as exc:
+            raise _review_failed(exc) from None
         pod = pi.pod_subject(pod_review, audience=self._audience)
         if isinstance(pod, pi.Refusal):
             raise _Answer(pod.status, pod.code, pod.message)
@@ -237,6 +246,41 @@ class PodIdentityServer:
             answer["AccountId"] = account
         return {**answer, "credential": f"{pod.namespace}/{name}", "revalidateAfter": REVALIDATE_AFTER_SECONDS}
 
+    async def _agent_node(self, agent_token: str, peer: str | None) -> str:
+        """The asking agent's node, from its own token: pre-checked, paced per address while not cached, reviewed;
+        then the node's own request rate."""
+        precheck = pi.agent_token_precheck(agent_token, audience=self._agent_audience, agent=self._agent_account,
+                                           now=time.time())
+        if precheck is not None:
+            raise _Answer(precheck.status, precheck.code, precheck.message)
+        if not self._reviews.cached(agent_token, self._agent_audience) and not self._peer_allows(peer):
+            raise _Answer(429, pi.THROTTLED, "too many agent tokens to review from this address; retry", retry_after=1)
+        try:
+            agent_review = await self._reviews.review(agent_token, self._agent_audience, kind="agent")
+        except IssuingError as exc:
+            raise _review_failed(exc) from None
+        node = pi.agent_node(agent_review, audience=self._agent_audience, agent=self._agent_account)
+        if isinstance(node, pi.Refusal):
+            raise _Answer(node.status, node.code, node.message)
+        rate = self._node_rates.setdefault(node, Rate(NODE_RATE, NODE_BURST))
+        if not rate.allow(time.monotonic()):
+            raise _Answer(429, pi.THROTTLED, f"more than {NODE_RATE:.0f} requests per second from node {node}; retry",
+                          retry_after=1)
+        return node
+
+    def _peer_allows(self, peer: str | None) -> bool:
+        """May this client address have one more agent token reviewed? (PEER_REVIEW_RATE; at most PEER_ENTRIES
+        addresses are remembered, the least recently seen forgotten first.)"""
+        key = peer or ""
+        rate = self._peer_rates.get(key)
+        if rate is None:
+            rate = self._peer_rates[key] = Rate(PEER_REVIEW_RATE, PEER_REVIEW_BURST)
+            while len(self._peer_rates) > PEER_ENTRIES:
+                self._peer_rates.popitem(last=False)
+        else:
+            self._peer_rates.move_to_end(key)
+        return rate.allow(time.monotonic())
+
     async def _credentials(self, key: tuple[str, str]) -> Stored:
         """What this process holds for the credential, or what the pass woken for it issues within the wait."""
         stored = self._store.get(key)
@@ -253,6 +297,12 @@ class PodIdentityServer:
                 (outcome.stored.creds.expiration - self._clock()).total_seconds() > MIN_TTL_SECONDS:
             return outcome.stored
         raise _refusal(outcome.reason or pi.NOT_READY, outcome.message or "the credentials are not issued")
+
+
+def _review_failed(exc: IssuingError) -> _Answer:
+    """The API server could not review a token (the message never holds the token)."""
+    log.warning("pod identity: a token review failed: %s", exc.message)
+    return _Answer(503, pi.NOT_READY, "the operator could not review the tokens; retry", retry_after=1)
 
 
 def _refusal(reason: str, message: str) -> _Answer:
