@@ -202,7 +202,9 @@ class CredentialReconciler:
                      creds.access_key_id, format_time(issued_at))
         else:
             creds = await self._issuer.issue(identity, spec)
-            issued_at = self._clock()
+            # Whole seconds, as the status and the Secret carry it: a restarted process that reads the record back
+            # then computes the same renewalTime, instead of another one (off by a second) and a status rewrite.
+            issued_at = self._clock().replace(microsecond=0)
         record = IssuedRecord(issued_at=issued_at, expiration=creds.expiration, spec_hash=facts.spec_hash,
                               rotate_request=facts.rotate_request, access_key_id=creds.access_key_id,
                               assumed_role_arn=creds.assumed_role_arn)
