@@ -153,18 +153,20 @@ def test_the_agent_killed_and_the_leader_killed_cost_no_failed_call_and_no_code(
         stack: Any, kube: Kube, pod_identity: dict[str, Any], figures: Figures) -> None:
     team, steady = pod_identity["team"], pod_identity["steady"]
     spent = codes(stack, steady.mfa_serial)
-    since = time.time()
-    agents = kube.core.list_namespaced_pod(RELEASE, label_selector="app.kubernetes.io/component=pod-identity-agent")
-    old = next(p.metadata.name for p in agents.items if p.metadata.deletion_timestamp is None)
-    kube.core.delete_namespaced_pod(old, RELEASE, grace_period_seconds=0)
-
-    def agent_back() -> bool:
+    def serving_agents() -> list[str]:
+        """The agent pods that serve: Running, Ready, not being deleted (a DaemonSet pod the kubelet rejected during
+        a rollout, say for the host port still held by its predecessor, stays listed as Failed: not one of them)."""
         pods = kube.core.list_namespaced_pod(RELEASE, label_selector="app.kubernetes.io/component="
                                                                      "pod-identity-agent").items
-        return any(p.metadata.name != old and p.metadata.deletion_timestamp is None
-                   and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())
-                   for p in pods)
-    wait_for("a new agent Ready", agent_back, timeout=120)
+        return [p.metadata.name for p in pods if p.metadata.deletion_timestamp is None and p.status.phase == "Running"
+                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())]
+
+    serving = wait_for("one agent serving the node", lambda: (agents := serving_agents()) and len(agents) == 1
+                       and agents, timeout=120)
+    old = serving[0]
+    since = time.time()
+    kube.core.delete_namespaced_pod(old, RELEASE, grace_period_seconds=0)
+    wait_for("a new agent Ready", lambda: [name for name in serving_agents() if name != old], timeout=120)
     figures.record("pod_identity_agent_replaced_s", round(time.time() - since, 1))
     operators = {p.metadata.name for p in operator_pods(kube.core, RELEASE, RELEASE)}
     leader = leader_pod(kube, RELEASE, RELEASE, operators)
