@@ -14,7 +14,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from vault_sts_operator.domain.pod_identity import unverified_claims
+from vault_sts_operator.domain.pod_identity import claims_problem, unverified_claims
 
 MAX_TOKEN_BYTES = 16 * 1024
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
@@ -64,16 +64,10 @@ def check_token(authorization: str | None, *, audience: str, now: float) -> PodT
         claims = unverified_claims(token)
     except ValueError as exc:
         raise TokenRefused(f"the token's {exc}: {hint}") from None
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        raise TokenRefused(f"the token has no expiry (exp): {hint}")
-    if exp <= now:
-        raise TokenRefused(f"the token has expired: {hint}")
-    aud = claims.get("aud")
-    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if audience not in audiences:
-        raise TokenRefused(f"the token is not for audience {audience}: {hint}")
-    return PodToken(value=token, digest=token_digest(token), expires_at=float(exp))
+    problem = claims_problem(claims, audience=audience, now=now)
+    if problem is not None:
+        raise TokenRefused(f"the token {problem}: {hint}")
+    return PodToken(value=token, digest=token_digest(token), expires_at=float(claims["exp"]))
 
 
 def host_of(header: str | None) -> str:

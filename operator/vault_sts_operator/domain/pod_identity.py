@@ -112,12 +112,24 @@ def agent_token_precheck(token: str, *, audience: str, agent: tuple[str, str], n
         claims = unverified_claims(token)
     except ValueError:
         return refused
-    exp, aud = claims.get("exp"), claims.get("aud")
-    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if isinstance(exp, bool) or not isinstance(exp, int | float) or exp <= now or audience not in audiences:
+    if claims_problem(claims, audience=audience, now=now) is not None:
         return refused
     if claims.get("sub") != f"{SA_PREFIX}{agent[0]}:{agent[1]}":
         return refused
+    return None
+
+
+def claims_problem(claims: Mapping[str, Any], *, audience: str, now: float) -> str | None:
+    """Why unverified claims cannot be a current token for `audience` ("has no expiry (exp)", "has expired", "is
+    not for audience ..."), or None: the one reading of `exp` and `aud` for both pre-checks (agent and operator)."""
+    exp, aud = claims.get("exp"), claims.get("aud")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return "has no expiry (exp)"
+    if exp <= now:
+        return "has expired"
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if audience not in audiences:
+        return f"is not for audience {audience}"
     return None
 
 
