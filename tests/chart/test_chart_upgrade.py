@@ -84,12 +84,11 @@ def _nudge_crd_finalizer(stack: StackEnv, crd: str, nudged: list[str]) -> None:
 
     When a CRD's watch cache is not ready (a CRD never read yet, or, as rancher-desktop PR 208 found, a
     sibling in the same group just deleted), the CRD finalizer's list of its instances gets 429 "storage
-    is (re)initializing" instead of waiting, and its
-    work queue backs off exponentially (5 ms doubling, up to 1,000 s), so the CRD sits ``Terminating``
-    for minutes (one CI run: over 120 s). This is what kubernetes/kubernetes PR 140485 and
-    rancher-desktop PR 208 do: list the instances until the cache answers (the list builds and warms
-    it), then touch an annotation: an update the finalizer re-queues at once instead of after its
-    back-off. docs/install.md gives users the same two steps.
+    is (re)initializing" instead of waiting, and its work queue backs off exponentially (5 ms doubling,
+    up to 1,000 s), so the CRD sits ``Terminating`` for minutes (one CI run: over 120 s). This is what
+    kubernetes/kubernetes PR 140485 and rancher-desktop PR 208 do: list the instances until the cache
+    answers (the list builds and warms it), then touch an annotation: an update the finalizer re-queues
+    at once instead of after its back-off. docs/install.md gives users the same two steps.
     """
     served = kubectl(stack, "get", "crd", crd, "-o",
                      "jsonpath={.spec.group}/{.spec.versions[?(@.storage==true)].name}/{.spec.names.plural}",
