@@ -255,20 +255,23 @@ def _cgroup_hierarchies() -> list[Path]:
 
 
 def _create_cgroups(stack: Stack, root: str) -> None:
-    created: list[str] = []
+    """Create the node's cgroup tree in every hierarchy and record it, whether made now or left by a stack of the
+    same offset that was killed before its teardown (a CI run recorded ``[]`` when only the newly made ones
+    were listed): the record is the node's cgroups, which ``cleanup`` removes."""
+    used: list[str] = []
     for hierarchy in _cgroup_hierarchies():
         path = hierarchy
         for part in root.strip("/").split("/"):
             parent, path = path, path / part
             if not path.exists():
                 path.mkdir()
-                created.append(str(path))
                 if hierarchy.name == "cpuset":  # a new v1 cpuset starts empty: inherit the parent's
                     for knob in ("cpuset.cpus", "cpuset.mems"):
                         (path / knob).write_text((parent / knob).read_text())
+            used.append(str(path))
     record = _cgroup_record(stack.layout)
     previous = json.loads(record.read_text()) if record.is_file() else []
-    record.write_text(json.dumps(previous + created))
+    record.write_text(json.dumps(previous + [p for p in used if p not in previous]))
 
 
 def _cgroup_record(layout: Layout) -> Path:
@@ -492,11 +495,11 @@ def cleanup(layout: Layout, ports: Ports) -> list[str]:
     if netns.exists(name):
         leftovers.append(f"network namespace {name}")
     record = _cgroup_record(layout)
-    created = json.loads(record.read_text()) if record.is_file() else []
+    recorded = json.loads(record.read_text()) if record.is_file() else []
     # plus what runc made in the cgroup v2 hierarchy of this hybrid setup (cgroup.procs-less "unified")
     own = [str(p) for p in sorted(Path("/sys/fs/cgroup").glob(f"*/{CGROUP_PREFIX}{offset_of(ports)}"))]
     deadline = time.monotonic() + 10
-    for top in [*reversed(created), *(p for p in own if p not in created)]:
+    for top in [*reversed(recorded), *(p for p in own if p not in recorded)]:
         top_path = Path(top)
         while top_path.exists():
             try:
