@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from devstack.env import StackEnv
+from devstack.workloads import operator_pods
 from tests.e2e.helpers import Kube, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +78,18 @@ class LeaseWatch:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def successor(self, killed: str, release: str) -> str | None:
+        """The operator pod of ``release`` holding the Lease at the last sample, if not ``killed``: the standby,
+        which has watched the Lease run out, or the Deployment's replacement, which may take it a lease duration
+        after it first saw the dead leader's record (client-go's rule) and so wins when the standby's first look at
+        that record came late in its jittered retry period (2 of 12 SIGKILLs on the local node)."""
+        others = {p.metadata.name for p in operator_pods(self._kube.core, self._namespace, release)} - {killed}
+        return holder_pod(self.changes[-1][1], others)
+
+    def taken_by(self, pod: str) -> float:
+        """When ``pod`` was first sampled holding the Lease."""
+        return next(t for t, holder in self.changes if holder_pod(holder, {pod}))
 
 
 class FollowedLog:

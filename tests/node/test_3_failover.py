@@ -43,13 +43,6 @@ def test_only_one_replica_issues_and_the_other_takes_over(stack, kube, release, 
     assert issued == {p: int(p == leader) for p in pods}, (leader, issued)  # the Lease holder, and only it
     before = counters_for(stack, identity.mfa_serial)
 
-    def successor() -> str | None:
-        """The replica holding the Lease, if not the killed one: the standby, which has watched the Lease run out,
-        or the Deployment's replacement, which may take it only a lease duration after it first saw it (client-go's
-        rule), so only when its start was quick and the standby's last look came late in its retry period."""
-        others = {p.metadata.name for p in operator_pods(kube.core, RELEASE, RELEASE)} - {leader}
-        return holder_pod(lease.changes[-1][1], others)
-
     figures.record("totp_phase_at_kill_s", _wait_for_a_fresh_totp_step_at_takeover(identity.totp_period))
     with LeaseWatch(kube, RELEASE, RELEASE) as lease:
         killed_at = time.time()
@@ -57,9 +50,10 @@ def test_only_one_replica_issues_and_the_other_takes_over(stack, kube, release, 
         # then the pod forced away at once, so the kubelet does not start the container again in the same pod
         kube.core.delete_namespaced_pod(leader, RELEASE, grace_period_seconds=0)
         _, rotated_at = rotate(kube, team, CREDENTIAL, "failover-1", timeout=150)
-        new_leader = wait_for("another replica holding the Lease", successor, timeout=30)
+        new_leader = wait_for("another replica holding the Lease", lambda: lease.successor(leader, RELEASE),
+                              timeout=30)
     failover = rotated_at - killed_at
-    taken = next(t for t, holder in lease.changes if holder_pod(holder, {new_leader}))
+    taken = lease.taken_by(new_leader)
     figures.record("leader_sigkill_to_lease_taken_s", taken - killed_at)
     figures.record("leader_sigkill_to_issued_by_the_other_s", failover)
     figures.record("failover_new_leader", "standby" if new_leader in pods else "replacement")

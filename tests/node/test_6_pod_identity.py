@@ -26,7 +26,7 @@ from devstack import consumers
 from devstack.layout import Ports
 from devstack.manifests import assumed_role_credential
 from devstack.seed import SeededIdentity
-from devstack.workloads import CHART, describe_pods, helm, operator_pods, release_values, wait_release_ready
+from devstack.workloads import CHART, describe_pods, helm, pod_ready, release_values, wait_release_ready
 from tests.e2e.helpers import Kube, wait_for
 from tests.node.conftest import RELEASE
 from tests.node.helpers import Figures, LeaseWatch, holder_pod, leader_pod, sigkill_container
@@ -79,10 +79,9 @@ def pod_identity(stack: Any, kube: Kube, node: Any, release: str, make_identity:
          *release_values(node, lease=RELEASE, extra=PI_VALUES))
     wait_release_ready(kube.core, RELEASE, RELEASE)
     wait_for("the node agent Ready", lambda: any(
-        c.type == "Ready" and c.status == "True"
-        for p in kube.core.list_namespaced_pod(RELEASE, label_selector="app.kubernetes.io/component="
-                                                                       "pod-identity-agent").items
-        for c in p.status.conditions or ()), timeout=180)
+        pod_ready(p) for p in kube.core.list_namespaced_pod(RELEASE, label_selector="app.kubernetes.io/component="
+                                                                                    "pod-identity-agent").items),
+        timeout=180)
     figures.record("pod_identity_upgrade_to_agent_ready_s", round(time.monotonic() - started, 1))
     for which, seeded in (("rot", rot), ("steady", steady)):
         kube.core.create_namespaced_service_account(team, {"metadata": {"name": f"pi-{which}"}})
@@ -159,7 +158,7 @@ def test_the_agent_killed_and_the_leader_killed_cost_no_failed_call_and_no_code(
         pods = kube.core.list_namespaced_pod(RELEASE, label_selector="app.kubernetes.io/component="
                                                                      "pod-identity-agent").items
         return [p.metadata.name for p in pods if p.metadata.deletion_timestamp is None and p.status.phase == "Running"
-                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())]
+                and pod_ready(p)]
 
     serving = wait_for("one agent serving the node", lambda: (agents := serving_agents()) and len(agents) == 1
                        and agents, timeout=120)
@@ -172,24 +171,18 @@ def test_the_agent_killed_and_the_leader_killed_cost_no_failed_call_and_no_code(
     operators = {p.metadata.name for p in wait_release_ready(kube.core, RELEASE, RELEASE)}
     leader = leader_pod(kube, RELEASE, RELEASE, operators)
 
-    def new_leader() -> str | None:
-        """The replica that holds the Lease now, if not the killed one: the standby, which has watched the Lease
-        run out, or the Deployment's replacement, which may take it only a lease duration after it first saw it
-        (client-go's rule) and so wins only when its start was quick and the standby's last look was late."""
-        others = {p.metadata.name for p in operator_pods(kube.core, RELEASE, RELEASE)} - {leader}
-        return holder_pod(lease.changes[-1][1], others)
-
     with LeaseWatch(kube, RELEASE, RELEASE) as lease:
         sigkill_container(stack, kube.core.read_namespaced_pod(leader, RELEASE))
         killed = time.time()
         # then the pod forced away at once, so the kubelet does not start the container again in the same pod
         kube.core.delete_namespaced_pod(leader, RELEASE, grace_period_seconds=0)
         try:
-            successor = wait_for("another replica leading", new_leader, timeout=60, interval=0.5)
+            successor = wait_for("another replica leading", lambda: lease.successor(leader, RELEASE), timeout=60,
+                                 interval=0.5)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nleader {leader} killed at {killed:.1f}; Lease holders {lease.changes}\n"
                                  f"{describe_pods(kube.core, RELEASE)}") from None
-    taken = next(t for t, holder in lease.changes if holder_pod(holder, {successor}))
+    taken = lease.taken_by(successor)
     figures.record("pod_identity_leader_killed_to_new_leader_s", round(taken - killed, 1))
     figures.record("pod_identity_new_leader", "standby" if successor in operators else "replacement")
     # A crash, not a shutdown: the Lease went from the killed leader to its successor, never released between.
