@@ -112,6 +112,7 @@ class CredentialController:
         cached = self.cache.get(key)
         if cached is None:
             return None
+        deletions = cached.secret_deletions
         result = await self._reconciler.reconcile(self.cache.body(cached), self._identities.resolve,
                                                   self.cache.failures(key), secret_absent=cached.fresh,
                                                   known=cached.secret if self._trust_known_secret else None)
@@ -122,6 +123,9 @@ class CredentialController:
             return None
         if current.fingerprint[0] != cached.fingerprint[0]:  # deleted and created again meanwhile: start over
             return 0.0
+        # The Secret this pass wrote (or read) was deleted while it ran, after that write: the pass the deletion
+        # queued must read it, not trust it (else it is back only at the next renewal).
+        secret = result.secret if current.secret_deletions == deletions else None
         self.cache.passed(key, current, failures=result.failures, reason=result.reason, renewal=result.renewal,
-                          secret=result.secret, status=result.status, ready=result.ready)
+                          secret=secret, status=result.status, ready=result.ready)
         return result.sleep_seconds

@@ -32,7 +32,8 @@ MAX_ROTATE_VALUE = 128  # longer vaultsts.io/rotate values are kept (and recorde
 class CachedCredential:
     """One CR as the watch last showed it (plus the status our own passes wrote since)."""
 
-    __slots__ = ("expiration", "fingerprint", "fresh", "identity", "raw", "ready", "reason", "renewal", "secret")
+    __slots__ = ("expiration", "fingerprint", "fresh", "identity", "raw", "ready", "reason", "renewal", "secret",
+                 "secret_deletions")
 
     def __init__(self, raw: bytes, identity: str, fingerprint: tuple[object, ...], fresh: bool) -> None:
         self.raw = raw  # the compact JSON, packed (`pack`)
@@ -40,6 +41,9 @@ class CachedCredential:
         self.fingerprint = fingerprint
         self.fresh = fresh  # no Secret issued for it yet, as far as its status tells
         self.secret: KnownSecret | None = None  # the Secret as this process last wrote or read it
+        # How many times the watch saw that Secret deleted: a pass that wrote it before a deletion it ran
+        # alongside must not leave it known (services/controller.py `_pass`).
+        self.secret_deletions = 0
         # For the metrics (services/credential_series.py renders them at scrape time):
         self.expiration: float | None = None  # Unix time its credentials expire
         self.ready: bool | None = None  # its Ready condition, as the status showed it or a pass left it
@@ -186,7 +190,7 @@ class CredentialCache:
         replacement = CachedCredential(raw, identity, print_, fresh=fresh)
         replacement.expiration = expiration
         if old is not None and old.fingerprint[0] == print_[0]:  # same object (uid): its Secret is still known
-            replacement.secret = old.secret
+            replacement.secret, replacement.secret_deletions = old.secret, old.secret_deletions
             replacement.expiration = expiration or old.expiration
             replacement.ready, replacement.reason, replacement.renewal = old.ready, old.reason, old.renewal
         else:  # first sight (a restart): the series start from what the status says until a pass runs

@@ -47,7 +47,8 @@ class CredentialWakeups:
         cached = self._cache.get(key)
         if cached is not None:
             cached.secret = None
-            self._scheduler.wake(key)
+            cached.secret_deletions += 1
+            self._scheduler.wake(key)  # after the pass in flight, if one is
 
     def identity_changed(self, identity: str) -> None:
         """The identity's spec or readiness changed: its credentials re-decide now."""
