@@ -135,6 +135,12 @@ class Kube:
     def events(self, ns: str, name: str) -> list[Any]:
         return list(self.core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items)
 
+    def wait_event(self, ns: str, name: str, what: str, match: Callable[[Any], bool], timeout: float = 15.0) -> Any:
+        """The first Event about `name` that `match`es. The operator posts an Event after the status write it
+        reports (services/reconciler.py), so a test that has just seen the status must wait for the Event."""
+        return wait_for(f"an Event on {ns}/{name}: {what}",
+                        lambda: next((e for e in self.events(ns, name) if match(e)), None), timeout)
+
 
 def vault_layout_in_tenant_view(kube: Kube) -> list[str]:
     """Vault addresses, paths and keys (from every MFAIdentity) found in AssumedRoleCredential statuses or the

@@ -80,7 +80,7 @@ def test_secret_appears_and_every_format_works(stack, kube, team, identity, issu
                     from_process.token).get_caller_identity()
     assert who2["Arn"] == expected_arn
 
-    wait_for("an Issued Event", lambda: any(e.reason == "Issued" for e in kube.events(team, "billing")), timeout=15)
+    kube.wait_event(team, "billing", "Issued", lambda e: e.reason == "Issued")
 
 
 def test_many_credentials_in_session_mode_spend_one_code(stack, kube, team, identity, emulator_admin, issued):
@@ -139,7 +139,7 @@ def test_rotation_before_expiry_then_restart_does_not_reissue(stack, kube, team,
         timeout=60)
     issued.add_secret(rotated)
     assert rotated["data"]["AWS_SECRET_ACCESS_KEY"] != first_secret["data"]["AWS_SECRET_ACCESS_KEY"]
-    wait_for("a Rotated Event", lambda: any(e.reason == "Rotated" for e in kube.events(team, "short")), timeout=15)
+    kube.wait_event(team, "short", "Rotated", lambda e: e.reason == "Rotated")
 
     # A long-lived one survives an operator restart without being issued again.
     kube.create_credential(assumed_role_credential(team, "steady", identity.name, identity.role_arns[0]))

@@ -141,7 +141,8 @@ def test_identity_author_cannot_borrow_the_operators_credentials_or_rights(
     assert expected in cond["message"], cond["message"]
     assert trap.address not in cond["message"]
     assert expected in identity_ready(kube, name)["message"]
-    assert any(e.reason == "InvalidSpec" and expected in e.message for e in kube.events(team, "app"))
+    kube.wait_event(team, "app", f"InvalidSpec {expected!r}",
+                    lambda e: e.reason == "InvalidSpec" and expected in e.message)
     time.sleep(2)  # let any (wrong) login attempt land
     assert trap.requests == [], trap.requests
     assert codes_spent(emulator_admin, seeded.mfa_serial) == 0
@@ -271,13 +272,18 @@ def _delete_and_time_recovery(kube: Any, team: str, name: str, emulator_admin: A
                               issued: Any) -> float:
     before = kube.wait_ready(team, name, timeout=90)["status"]
     codes = codes_spent(emulator_admin, seeded.mfa_serial)
+    # The Event of an issue is posted after its status: count once the current key's Event is there.
+    issued_event(kube, team, name, before["accessKeyId"])
     issues = issue_events(kube, team, name)
     kube.core.delete_namespaced_secret(name, team)
     deleted_at = time.monotonic()
-    wait_for("the Secret back", lambda: kube.secret(team, name), timeout=60, interval=0.25)
+    back = wait_for("the Secret back", lambda: kube.secret(team, name), timeout=60, interval=0.25)
     back_after = time.monotonic() - deleted_at
-    issued.add_secret(kube.secret(team, name))
-    after = kube.wait_ready(team, name)["status"]
+    issued.add_secret(back)
+    key = back["data"]["AWS_ACCESS_KEY_ID"]
+    after = wait_for("the status names the new key", lambda: (
+        s := kube.credential(team, name).get("status") or {}).get("accessKeyId") == key and s)
+    issued_event(kube, team, name, key)
     # The operator keeps no secret value in memory: the Secret is issued again, from the cached MFA session:
     # one AssumeRole, no GetSessionToken, no TOTP code.
     assert after["accessKeyId"] != before["accessKeyId"]
@@ -318,6 +324,11 @@ def test_secret_deleted_by_hand_is_back_by_the_check_without_a_watch(stack, kube
 
 def issue_events(kube: Any, ns: str, name: str) -> int:
     return sum(e.count or 1 for e in kube.events(ns, name) if e.reason in ("Issued", "Rotated"))
+
+
+def issued_event(kube: Any, ns: str, name: str, access_key_id: str) -> None:
+    kube.wait_event(ns, name, f"Issued or Rotated for {access_key_id}",
+                    lambda e: e.reason in ("Issued", "Rotated") and access_key_id in (e.message or ""))
 
 
 def test_secret_deleted_by_hand_is_back_at_once_namespaced_scope(stack, kube, operator, namespaced_release, unique,

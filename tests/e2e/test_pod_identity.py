@@ -214,7 +214,7 @@ def test_a_restarted_operator_issues_only_when_asked_and_a_rotation_reaches_the_
     fingerprint = hashlib.sha256(rotated["AccessKeyId"].encode()).hexdigest()[:16]
     wait_for("the status names the new fingerprint",
              lambda: kube.credential(team, "billing")["status"].get("credentialFingerprint") == fingerprint)
-    assert any(e.reason == "Rotated" for e in kube.events(team, "billing"))
+    kube.wait_event(team, "billing", "Rotated", lambda e: e.reason == "Rotated")
 
     # A restart holds nothing and issues nothing until an agent asks (the status says the credentials are valid).
     calls = assume_calls(emulator_admin, role)

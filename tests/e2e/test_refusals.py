@@ -28,8 +28,7 @@ def identity(stack, kube, team, unique):
 
 def assert_no_secret_and_warning(kube, ns, name, reason):
     assert kube.secret(ns, name) is None
-    wait_for(f"a Warning Event {reason}",
-             lambda: any(e.reason == reason and e.type == "Warning" for e in kube.events(ns, name)), timeout=15)
+    kube.wait_event(ns, name, f"Warning {reason}", lambda e: e.reason == reason and e.type == "Warning")
 
 
 def test_namespace_outside_allow_list(kube, identity, unique):

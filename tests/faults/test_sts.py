@@ -93,7 +93,7 @@ def test_failing_mfa_call_reuses_no_code(stack, kube, team, make_identity, opera
         kube.create_credential(assumed_role_credential(team, "app", ident.name, ident.role_arns[0]))
         kube.wait_ready(team, "app", timeout=90)
     reason = "Throttled" if kind == "throttle" else "STSUnavailable"
-    wait_for(f"a {reason} Event", lambda: any(e.reason == reason for e in kube.events(team, "app")), timeout=15)
+    kube.wait_event(team, "app", reason, lambda e: e.reason == reason)
     counters = emulator_admin.counters()
     assert calls.total("GetSessionToken") == 3  # two faulted, one accepted
     # the call carries the code: botocore must not resend it (a resent code is a reused code at AWS)
