@@ -117,9 +117,9 @@ class CredentialController:
                                                   self.cache.failures(key), secret_absent=cached.fresh,
                                                   known=cached.secret if self._trust_known_secret else None)
         current = self.cache.get(key)
-        if result.gone:
-            self.forget(key)
         if current is None or result.gone:  # deleted during the pass (or before it, unseen)
+            # Also drops what the pass put in the Pod Identity store after the deletion forgot the key.
+            self.forget(key)
             return None
         if current.fingerprint[0] != cached.fingerprint[0]:  # deleted and created again meanwhile: start over
             return 0.0

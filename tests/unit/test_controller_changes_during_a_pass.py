@@ -1,6 +1,9 @@
-"""A Secret deleted while the pass that wrote it is still running (between its write and the pass's end: the
-status patch, the Event) is read by the next pass, not trusted from memory: else it came back only at the next
-renewal. Found on the stack with a slow Event post (tests/e2e/test_operator_privilege.py, namespaced scope)."""
+"""What a pass leaves behind when its credential or Secret changes while it runs.
+
+A Secret deleted while the pass that wrote it is still running (between its write and the pass's end: the status
+patch, the Event) is read by the next pass, not trusted from memory: else it came back only at the next renewal.
+Found on the stack with a slow Event post (tests/e2e/test_operator_privilege.py, namespaced scope). And a
+credential deleted while its pass runs leaves nothing in the Pod Identity store."""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from vault_sts_operator.domain.credentials import TemporaryCredentials
 from vault_sts_operator.domain.decisions import IssuedRecord
 from vault_sts_operator.services.controller import CredentialController
+from vault_sts_operator.services.credential_store import PodIdentityStore, Stored
 from vault_sts_operator.services.gatherer import KnownSecret
 from vault_sts_operator.services.reconciler import CredentialReconciler, PassResult
 
@@ -83,3 +88,28 @@ def test_a_secret_deleted_during_the_pass_that_wrote_it_is_read_by_the_next() ->
 
 def test_the_same_when_the_credential_changed_during_that_pass() -> None:
     assert passes([True, False], modified_during=True) == [None, None]
+
+
+def test_credentials_a_pass_holds_after_its_credential_was_deleted_are_dropped() -> None:
+    """Mode PodIdentity: the watch's DELETED arrives while the pass calls STS; the pass then puts what it issued
+    in the store. Nothing of a deleted credential stays in memory (it could not be served: its binding is gone)."""
+    creds = TemporaryCredentials(access_key_id="ASIAEXAMPLE", secret_access_key="secret", session_token="token",
+                                 expiration=NOW + timedelta(hours=1))
+
+    async def scenario() -> int:
+        store = PodIdentityStore()
+        reconciler = Reconciler()
+        controller = CredentialController(reconciler=cast(CredentialReconciler, reconciler), kube=cast(Any, None),
+                                          identities=NoIdentities(), workers=1, store=store)
+        controller.scheduler.pause()
+        controller.observe(credential(), None)
+
+        def deleted_then_held() -> None:
+            controller.observe(credential(), "DELETED")
+            store.put(KEY, Stored(creds=creds, record=RECORD, uid="uid-app"))
+
+        reconciler.during.append(deleted_then_held)
+        await controller._pass(KEY)
+        return len(store)
+
+    assert asyncio.run(scenario()) == 0
