@@ -44,6 +44,7 @@ def secret_values(kube, namespace: str, name: str) -> list[str]:
 
 def test_status_shows_conditions_expiry_secret_and_events_without_secrets(stack, kube, team):
     namespace, seeded = team
+    kube.wait_event(namespace, "app", "Issued", lambda e: e.reason == "Issued")  # posted after the status
     result = ctl(stack, "status", "app", "-n", namespace)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout

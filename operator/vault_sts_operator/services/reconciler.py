@@ -230,9 +230,10 @@ class CredentialReconciler:
             await pending.settle()  # its write, if it started, lands before this one
         written = await self._patch_status(body, spec, record, status, ready_message=message)
         first = facts.record is None
-        await self._events(body, type_="Normal", reason=reasons.ISSUED if first else reasons.ROTATED, message=message)
+        # Counted and logged before the Event is posted: whoever sees the status finds both.
         metrics.ROTATIONS.labels(namespace=spec.namespace, trigger=plan.trigger.name.lower()).inc()
         log.info("%s/%s: %s", spec.namespace, spec.name, message)
+        await self._events(body, type_="Normal", reason=reasons.ISSUED if first else reasons.ROTATED, message=message)
         if not first:  # a rotation, not a first issue: consumers hold old credentials
             self._restart_consumers(body, spec)
         return written, known, renew_at
@@ -256,10 +257,11 @@ class CredentialReconciler:
             await pending.settle()
         written = await self._patch_status(body, spec, record, status, ready_message=message)
         first = facts.record is None and not status.get("credentialFingerprint")
-        await self._events(body, type_="Normal", reason=reasons.ISSUED if first else reasons.ROTATED, message=message)
+        # Counted and logged before the Event is posted: whoever sees the status finds both.
         metrics.ROTATIONS.labels(namespace=spec.namespace, trigger=plan.trigger.name.lower()).inc()
         # The operator's log keeps the key id, to find the session in CloudTrail (logs are not etcd).
         log.info("%s/%s: %s (AccessKeyId %s)", spec.namespace, spec.name, message, creds.access_key_id)
+        await self._events(body, type_="Normal", reason=reasons.ISSUED if first else reasons.ROTATED, message=message)
         return written, None, renew_at
 
     async def _report_current(self, gathered: Gathered, plan: Report, status: dict[str, Any]
