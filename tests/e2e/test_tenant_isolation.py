@@ -447,7 +447,7 @@ def test_device_queue_is_fair_between_namespaces(kube, tenants, make, unique, em
     assert counts.codes == 7 and counts.sts == 7, counts  # one code and one AssumeRole per credential
     # Counted from b0's creation, not from the start: a0 takes the current period's code at once, and when
     # that period is about to end a1 takes the next one before b0's pass reaches the queue (3 to 6 s). Fair:
-    # at most the credential holding the device then, and the one already waiting, go before b0. FIFO: all six.
+    # at most that one and the credential holding the device when b0 queues go before b0. FIFO: five or six.
     b_issued = parse_time(issued_at[(team_b, "b0")])
     ahead = [key for key, at in issued_at.items() if key[0] == team_a and b_created < parse_time(at) <= b_issued]
     assert len(ahead) <= 2, f"{len(ahead)} team-a credentials were issued after b0 was created and before it: {order}"
